@@ -1,0 +1,59 @@
+"""edgequant: make trained networks small and fast for edge devices, with proof.
+
+`import edgequant as eq` gives the whole public API. Heavy dependencies (onnxruntime, torch) are
+imported only when a function that needs them runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "QuantSpec": "edgequant.spec",
+    "QType": "edgequant.spec",
+    "Symmetry": "edgequant.spec",
+    "PerTensor": "edgequant.spec",
+    "PerChannel": "edgequant.spec",
+    "PerGroup": "edgequant.spec",
+    "PTQConfig": "edgequant.config",
+    "Method": "edgequant.config",
+    "Calibrator": "edgequant.config",
+    "Target": "edgequant.config",
+    "Model": "edgequant.model",
+    "load": "edgequant.model",
+    "Dataset": "edgequant.data",
+    "ArrayDataset": "edgequant.data",
+    "load_data": "edgequant.data",
+    "quantize": "edgequant.api",
+    "evaluate": "edgequant.runtime.evaluate",
+    "EvalResult": "edgequant.runtime.evaluate",
+    "layer_sqnr": "edgequant.runtime.evaluate",
+    "benchmark": "edgequant.runtime.benchmark",
+    "BenchResult": "edgequant.runtime.benchmark",
+    "EdgeQuantError": "edgequant.errors",
+}
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'edgequant' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from edgequant.api import quantize
+    from edgequant.config import Calibrator, Method, PTQConfig, Target
+    from edgequant.data import ArrayDataset, Dataset, load_data
+    from edgequant.errors import EdgeQuantError
+    from edgequant.model import Model, load
+    from edgequant.runtime.benchmark import BenchResult, benchmark
+    from edgequant.runtime.evaluate import EvalResult, evaluate, layer_sqnr
+    from edgequant.spec import PerChannel, PerGroup, PerTensor, QType, QuantSpec, Symmetry

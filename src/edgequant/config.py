@@ -1,0 +1,194 @@
+"""Typed, frozen configuration for post-training quantization.
+
+Every exported model gets this config written beside it (``*.quant.json``), so each artifact says
+exactly how it was made. Unknown keys are errors; enums replace strings and booleans.
+"""
+
+from __future__ import annotations
+
+import enum
+import platform
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from edgequant.errors import ConfigError
+from edgequant.spec import PerChannel, PerGroup, PerTensor, QType, QuantSpec, Symmetry
+
+CONFIG_VERSION = 1
+
+
+class Method(enum.Enum):
+    """How the model is made smaller."""
+
+    STATIC = "static"  # int8 weights and activations, ranges from calibration data
+    DYNAMIC = "dynamic"  # int8 weights, activations quantized at run time (MatMul/Gemm only)
+    FP16 = "fp16"  # half-precision weights and compute
+    INT4 = "int4"  # 4-bit weight-only, group-wise, for MatMul/Gemm
+
+
+class Calibrator(enum.Enum):
+    """How activation ranges are estimated from calibration data."""
+
+    MINMAX = "minmax"
+    PERCENTILE = "percentile"
+    ENTROPY = "entropy"  # KL divergence between float and quantized histograms (TensorRT)
+    MSE = "mse"  # clipping range that minimises expected quantization error
+
+
+class Target(enum.Enum):
+    """The hardware a model is quantized for; decides activation types by default.
+
+    ONNX Runtime's x86 and ARM integer kernels are u8 (activation) x s8 (weight): with uint8
+    activations Conv/Add/pooling fuse into QLinear* kernels. With int8 activations residual Adds
+    and neighbouring Convs stay unfused and the "quantized" model can run slower than FP32
+    (measured in ../shared/PEER-FINDINGS.md and in our benchmark).
+    """
+
+    X86_VNNI = "x86-vnni"
+    X86 = "x86"
+    ARM64 = "arm64"
+
+    @staticmethod
+    def detect() -> Target:
+        """The target of the machine we run on."""
+        machine = platform.machine().lower()
+        if machine in {"arm64", "aarch64"}:
+            return Target.ARM64
+        try:
+            flags = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            flags = ""
+        return Target.X86_VNNI if ("avx512_vnni" in flags or "avx_vnni" in flags) else Target.X86
+
+
+WEIGHTS_INT8_PER_CHANNEL = QuantSpec(QType.INT8, Symmetry.SYMMETRIC, PerChannel(0))
+WEIGHTS_INT8_PER_TENSOR = QuantSpec(QType.INT8, Symmetry.SYMMETRIC, PerTensor())
+ACTIVATIONS_UINT8 = QuantSpec(QType.UINT8, Symmetry.AFFINE, PerTensor())
+ACTIVATIONS_INT8 = QuantSpec(QType.INT8, Symmetry.AFFINE, PerTensor())
+
+
+def default_activations(target: Target) -> QuantSpec:
+    """Activation spec whose kernels ONNX Runtime really runs fast on `target` (see `Target`)."""
+    return (
+        ACTIVATIONS_UINT8
+        if target in (Target.X86_VNNI, Target.X86, Target.ARM64)
+        else ACTIVATIONS_INT8
+    )
+
+
+@dataclass(frozen=True)
+class PTQConfig:
+    """Post-training quantization settings. Build with the named constructors.
+
+    `weights.granularity` is a template: PerChannel(axis) is re-aimed at each operator's
+    output-channel axis (0 for Conv and Gemm with transB, 1 for MatMul) by the exporter.
+    """
+
+    method: Method = Method.STATIC
+    weights: QuantSpec = WEIGHTS_INT8_PER_CHANNEL
+    activations: QuantSpec | None = None  # None: chosen for `target` by default_activations
+    target: Target = field(default_factory=Target.detect)
+    calibrator: Calibrator = Calibrator.MINMAX
+    percentile: float = 99.99
+    num_bins: int = 8192  # zero-aligned: a one-sided tensor gets at least 2048 bins over its data
+    max_calibration_samples: int = 1000
+    exclude_nodes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name, kind in (("method", Method), ("target", Target), ("calibrator", Calibrator)):
+            if not isinstance(getattr(self, name), kind):
+                raise ConfigError(f"{name} must be a {kind.__name__}, got {getattr(self, name)!r}")
+        if not 50.0 < self.percentile <= 100.0:
+            raise ConfigError(f"percentile must be in (50, 100], got {self.percentile}")
+        if self.num_bins < 128 or self.num_bins % 2:
+            raise ConfigError(f"num_bins must be an even number >= 128, got {self.num_bins}")
+        if self.max_calibration_samples < 1:
+            raise ConfigError("max_calibration_samples must be at least 1")
+        if self.method is Method.INT4 and not isinstance(self.weights.granularity, PerGroup):
+            raise ConfigError("INT4 weight-only quantization needs PerGroup weights")
+        object.__setattr__(self, "exclude_nodes", tuple(self.exclude_nodes))
+
+    @property
+    def activation_spec(self) -> QuantSpec:
+        return self.activations or default_activations(self.target)
+
+    # Named constructors -------------------------------------------------------------------
+    @classmethod
+    def int8(
+        cls, *, per_channel: bool = True, calibrator: Calibrator = Calibrator.MINMAX, **kwargs: Any
+    ) -> PTQConfig:
+        """Static INT8: s8 weights (per-channel by default), activations chosen for the target."""
+        weights = WEIGHTS_INT8_PER_CHANNEL if per_channel else WEIGHTS_INT8_PER_TENSOR
+        return cls(method=Method.STATIC, weights=weights, calibrator=calibrator, **kwargs)
+
+    @classmethod
+    def dynamic(cls, *, per_channel: bool = True, **kwargs: Any) -> PTQConfig:
+        """Dynamic INT8 for MatMul/Gemm: weights quantized offline, activations at run time."""
+        weights = WEIGHTS_INT8_PER_CHANNEL if per_channel else WEIGHTS_INT8_PER_TENSOR
+        return cls(method=Method.DYNAMIC, weights=weights, **kwargs)
+
+    @classmethod
+    def fp16(cls, **kwargs: Any) -> PTQConfig:
+        """Half-precision weights and compute; inputs and outputs stay float32."""
+        return cls(method=Method.FP16, **kwargs)
+
+    @classmethod
+    def int4(cls, *, block_size: int = 32, symmetric: bool = True, **kwargs: Any) -> PTQConfig:
+        """4-bit weight-only, one scale per `block_size` weights along the reduction axis."""
+        weights = QuantSpec(
+            QType.INT4 if symmetric else QType.UINT4,
+            Symmetry.SYMMETRIC if symmetric else Symmetry.AFFINE,
+            PerGroup(block_size, 0),
+        )
+        return cls(method=Method.INT4, weights=weights, **kwargs)
+
+    # Serialisation ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": CONFIG_VERSION,
+            "method": self.method.value,
+            "weights": self.weights.to_dict(),
+            "activations": self.activation_spec.to_dict(),
+            "target": self.target.value,
+            "calibrator": self.calibrator.value,
+            "percentile": self.percentile,
+            "num_bins": self.num_bins,
+            "max_calibration_samples": self.max_calibration_samples,
+            "exclude_nodes": list(self.exclude_nodes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PTQConfig:
+        data = dict(data)
+        version = data.pop("version", CONFIG_VERSION)
+        if version != CONFIG_VERSION:
+            raise ConfigError(
+                f"config version {version} is not supported (expected {CONFIG_VERSION})"
+            )
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(
+                f"unknown PTQConfig keys {sorted(unknown)}; known keys: {sorted(known)}"
+            )
+        try:
+            kwargs: dict[str, Any] = {
+                "method": Method(data.pop("method", "static")),
+                "target": Target(data.pop("target", Target.detect().value)),
+                "calibrator": Calibrator(data.pop("calibrator", "minmax")),
+            }
+        except ValueError as exc:
+            raise ConfigError(f"invalid PTQConfig value: {exc}") from None
+        if "weights" in data:
+            kwargs["weights"] = QuantSpec.from_dict(data.pop("weights"))
+        if data.get("activations") is not None:
+            kwargs["activations"] = QuantSpec.from_dict(data.pop("activations"))
+        data.pop("activations", None)
+        if "exclude_nodes" in data:
+            kwargs["exclude_nodes"] = tuple(data.pop("exclude_nodes"))
+        return cls(**kwargs, **data)
+
+    def with_(self, **changes: Any) -> PTQConfig:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)

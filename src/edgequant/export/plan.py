@@ -1,0 +1,49 @@
+"""The intermediate result both PTQ and QAT hand to the exporter.
+
+Float weights stay in the graph; the plan says, per tensor, which `QuantSpec` and which
+scale/zero-point to use. PTQ fills it from calibration, QAT from learned ranges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edgequant.spec import QuantSpec
+
+
+@dataclass(frozen=True)
+class TensorQuant:
+    """Quantization of one tensor. Shapes of scale/zero_point follow `spec.granularity`."""
+
+    spec: QuantSpec
+    scale: NDArray[np.float32]
+    zero_point: NDArray[np.int32]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "spec": self.spec.to_dict(),
+            "scale": np.asarray(self.scale).ravel()[:8].tolist(),
+            "zero_point": np.asarray(self.zero_point).ravel()[:8].tolist(),
+        }
+
+
+@dataclass
+class QuantPlan:
+    """What to quantize and how.
+
+    activations: activation tensor name -> its quantization (a Q/DQ pair goes after it).
+    weights: initializer name -> its quantization (stored as integers behind a DequantizeLinear).
+    biases: bias initializer name -> (input activation name, weight initializer name); stored as
+        int32 with scale = input scale x weight scale, which lets ONNX Runtime fuse integer kernels.
+    folded: activation nodes (Relu/Clip) whose clipping the following quantizer already does;
+        the exporter removes them and lets their producer write their output.
+    """
+
+    activations: dict[str, TensorQuant] = field(default_factory=dict)
+    weights: dict[str, TensorQuant] = field(default_factory=dict)
+    biases: dict[str, tuple[str, str]] = field(default_factory=dict)
+    folded: list[str] = field(default_factory=list)
+    min_opset: int = 13

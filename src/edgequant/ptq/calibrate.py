@@ -1,0 +1,89 @@
+"""One streaming pass of the FP32 model over calibration data, feeding the observers.
+
+The model runs in ONNX Runtime with the observed tensors exposed as outputs and graph optimisation
+off (every tensor exists as written). Batches are read one at a time and only fixed-size
+histograms are kept, so peak memory does not grow with the number of samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from edgequant.data import as_batches
+from edgequant.errors import DataError
+from edgequant.model import Model
+from edgequant.observers import HistogramObserver
+from edgequant.progress import ProgressFn, silent
+from edgequant.runtime.session import (
+    Optimization,
+    input_specs,
+    make_feed,
+    make_session,
+    split_for_fixed_batch,
+)
+
+
+@dataclass
+class CalibrationResult:
+    observers: dict[str, HistogramObserver]
+    non_float: set[str]  # observed tensors that are not float32
+    samples: int
+
+
+def calibrate(
+    model: Model,
+    tensors: list[str],
+    data: Iterable[Any],
+    *,
+    num_bins: int,
+    max_samples: int,
+    progress: ProgressFn = silent,
+) -> CalibrationResult:
+    """Run the model over `data` (batches) and observe `tensors`."""
+    graph_inputs = set(model.input_names)
+    inner = [t for t in tensors if t not in graph_inputs]
+    session = make_session(_expose(model, inner), optimization=Optimization.NONE)
+    specs = input_specs(session)
+    out_names = [o.name for o in session.get_outputs()]
+    observers = {t: HistogramObserver(num_bins) for t in tensors}
+    non_float: set[str] = set()
+    samples = 0
+    for batch in as_batches(data):
+        feed = make_feed(batch, specs)
+        n = min(len(next(iter(feed.values()))), max_samples - samples)
+        feed = {k: v[:n] for k, v in feed.items()}
+        for part in split_for_fixed_batch(feed, specs):
+            values = dict(zip(out_names, session.run(out_names, part), strict=True))
+            values.update({k: v for k, v in part.items() if k in observers})
+            for name, obs in observers.items():
+                arr = values[name]
+                if arr.dtype != np.float32:
+                    non_float.add(name)
+                    continue
+                obs.update(arr, name)
+        samples += n
+        progress("calibrating", samples, max_samples)
+        if samples >= max_samples:
+            break
+    if samples == 0:
+        raise DataError(
+            "the calibration data is empty: give at least one batch (a few hundred samples is typical)"
+        )
+    return CalibrationResult(observers, non_float, samples)
+
+
+def _expose(model: Model, tensors: list[str]) -> Model:
+    """A copy of the model whose graph also outputs `tensors`."""
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model.proto)
+    present = {o.name for o in proto.graph.output}
+    for name in tensors:
+        if name not in present:
+            proto.graph.output.append(helper.make_empty_tensor_value_info(name))
+    return Model(proto, model.name)

@@ -1,0 +1,176 @@
+"""Decide which nodes of a float graph are quantized, and why the others stay in float."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from edgequant.export.graph import GraphIndex, attribute
+from edgequant.ptq.rules import FOLDABLE_ACTIVATIONS, OP_RULES, OpRule, Role
+
+
+@dataclass
+class Selection:
+    """Quantized nodes (graph order), float nodes with reasons, and the tensors involved."""
+
+    nodes: list[onnx.NodeProto] = field(default_factory=list)
+    float_nodes: dict[str, str] = field(default_factory=dict)
+    activations: list[str] = field(default_factory=list)  # tensors that get a Q/DQ pair
+    shared: dict[str, str] = field(
+        default_factory=dict
+    )  # output tensor -> input it shares params with
+    fold_candidates: dict[str, str] = field(
+        default_factory=dict
+    )  # Relu/Clip node -> its input tensor
+
+    def observed_tensors(self) -> list[str]:
+        """Tensors whose ranges calibration must measure."""
+        seen = [t for t in self.activations if t not in self.shared]
+        seen += [t for t in self.fold_candidates.values() if t not in seen]
+        return seen
+
+
+def rule_for(node: onnx.NodeProto, index: GraphIndex) -> OpRule | None:
+    rule = OP_RULES.get(node.op_type)
+    if rule is None or node.domain not in ("", "ai.onnx"):
+        return None
+    if node.op_type == "MatMul" and not index.is_constant(node.input[1]):
+        return OpRule(Role.ELEMENTWISE, (0, 1))  # activation x activation (attention)
+    return rule
+
+
+def data_inputs(node: onnx.NodeProto, rule: OpRule) -> list[str]:
+    idx = range(len(node.input)) if rule.data_inputs is None else rule.data_inputs
+    return [node.input[i] for i in idx if i < len(node.input) and node.input[i]]
+
+
+def select(
+    graph: onnx.GraphProto,
+    index: GraphIndex,
+    *,
+    exclude_nodes: frozenset[str] = frozenset(),
+    bad_tensors: dict[str, str] | None = None,
+) -> Selection:
+    """Walk nodes in graph order; `bad_tensors` (name -> reason) are never quantized."""
+    bad = bad_tensors or {}
+    sel = Selection()
+    quantized: set[str] = set()
+    for node in graph.node:
+        rule = rule_for(node, index)
+        reason = _float_reason(node, rule, index, exclude_nodes, bad, quantized)
+        if reason is not None:
+            sel.float_nodes[node.name] = reason
+            continue
+        assert rule is not None
+        sel.nodes.append(node)
+        inputs = data_inputs(node, rule)
+        outputs = [o for o in node.output[:1] if o not in index.graph_outputs]
+        if rule.role is Role.SHARED_RANGE:
+            for out in outputs:
+                sel.shared[out] = inputs[0]
+        for t in [*inputs, *outputs]:
+            if t not in quantized:
+                quantized.add(t)
+                sel.activations.append(t)
+    _find_folds(sel, index, quantized)
+    return sel
+
+
+def _float_reason(
+    node: onnx.NodeProto,
+    rule: OpRule | None,
+    index: GraphIndex,
+    exclude: frozenset[str],
+    bad: dict[str, str],
+    quantized: set[str],
+) -> str | None:
+    if rule is None:
+        if node.op_type in FOLDABLE_ACTIVATIONS:
+            return "activation: folded into the preceding quantizer when its range allows"
+        return f"{node.op_type} has no integer kernel among ONNX Runtime's QDQ fusions"
+    if node.name in exclude:
+        return "excluded by the configuration"
+    inputs = data_inputs(node, rule)
+    if rule.role is Role.SHARED_RANGE:
+        return (
+            None
+            if inputs and inputs[0] in quantized and inputs[0] not in bad
+            else "data movement between float tensors"
+        )
+    for t in inputs:
+        if index.is_constant(t):
+            return f"input {t!r} is a constant, not an activation"
+        if t in bad:
+            return bad[t]
+    for t in node.output[:1]:
+        if t in bad:
+            return bad[t]
+    if rule.role is Role.WEIGHTED:
+        return _weight_reason(node, rule, index)
+    return None
+
+
+def _weight_reason(node: onnx.NodeProto, rule: OpRule, index: GraphIndex) -> str | None:
+    assert rule.weight_input is not None
+    weight = node.input[rule.weight_input]
+    if not index.is_constant(weight):
+        return "weight is computed at run time, not a constant"
+    if index.array(weight).dtype != np.float32:
+        return "weight is not float32"
+    if node.op_type == "Gemm" and (
+        attribute(node, "transA", 0)
+        or attribute(node, "alpha", 1.0) != 1.0
+        or attribute(node, "beta", 1.0) != 1.0
+    ):
+        return "Gemm with transA/alpha/beta has no fused integer kernel"
+    if node.op_type == "MatMul" and index.array(weight).ndim != 2:
+        return "MatMul with a batched (3-D+) weight has no per-channel integer kernel"
+    return None
+
+
+def _find_folds(sel: Selection, index: GraphIndex, quantized: set[str]) -> None:
+    """Relu/Clip(0, c) right after a quantized compute node, sole consumer of its output."""
+    for node in sel.nodes:
+        rule = rule_for(node, index)
+        if rule is None or rule.role is Role.SHARED_RANGE or not node.output:
+            continue
+        out = node.output[0]
+        users = index.consumers.get(out, [])
+        if (
+            out in index.graph_outputs
+            or len(users) != 1
+            or users[0].op_type not in FOLDABLE_ACTIVATIONS
+        ):
+            continue
+        act = users[0]
+        if act.output[0] in index.graph_outputs or not _clips_at_zero(act, index):
+            continue
+        sel.fold_candidates[act.name] = out
+        if act.output[0] not in quantized:
+            quantized.add(act.output[0])
+            sel.activations.append(act.output[0])
+
+
+def _clips_at_zero(node: onnx.NodeProto, index: GraphIndex) -> bool:
+    if node.op_type == "Relu":
+        return True
+    low = node.input[1] if len(node.input) > 1 and node.input[1] else None
+    if low is None:
+        return attribute(node, "min", None) == 0.0
+    return (
+        index.is_constant(low)
+        and float(index.array(low)) == 0.0
+        and (len(node.input) < 3 or not node.input[2] or index.is_constant(node.input[2]))
+    )
+
+
+def clip_max(node: onnx.NodeProto, index: GraphIndex) -> float:
+    """Upper bound of a Relu (inf) or Clip node."""
+    if node.op_type == "Relu":
+        return float("inf")
+    if len(node.input) > 2 and node.input[2]:
+        return float(index.array(node.input[2]))
+    value = attribute(node, "max", None)
+    return float("inf") if value is None else float(value)

@@ -1,0 +1,85 @@
+"""Rewriting MatMul/Gemm nodes whose weight is constant: shared by dynamic INT8 and INT4.
+
+Both methods need the weight as a (K, N) matrix multiplied from the right; Gemm with transB
+stores (N, K). Gemm with transA, alpha or beta other than 1 is left alone (listed as float).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from edgequant.export.graph import GraphIndex, attribute
+
+
+@dataclass(frozen=True)
+class LinearNode:
+    node: onnx.NodeProto
+    weight_kn: np.ndarray  # (K, N) float32
+    bias: str | None  # name of a constant 1-D bias of length N, or None
+
+
+def linear_nodes(
+    graph: onnx.GraphProto, index: GraphIndex, exclude: frozenset[str], float_nodes: dict[str, str]
+) -> Iterator[LinearNode]:
+    """MatMul/Gemm nodes with a constant float32 2-D weight; others are noted in `float_nodes`."""
+    for node in graph.node:
+        if node.op_type not in ("MatMul", "Gemm"):
+            float_nodes.setdefault(
+                node.name, f"{node.op_type}: only MatMul/Gemm are quantized by this method"
+            )
+            continue
+        reason = _reason(node, index, exclude)
+        if reason:
+            float_nodes[node.name] = reason
+            continue
+        w = index.array(node.input[1]).astype(np.float32)
+        if node.op_type == "Gemm" and attribute(node, "transB", 0):
+            w = w.T  # (N, K) -> (K, N)
+        bias = (
+            node.input[2]
+            if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]
+            else None
+        )
+        if bias is not None and (
+            not index.is_constant(bias) or index.array(bias).shape != (w.shape[1],)
+        ):
+            float_nodes[node.name] = "Gemm bias is not a constant vector of length N"
+            continue
+        yield LinearNode(node, np.ascontiguousarray(w), bias)
+
+
+def _reason(node: onnx.NodeProto, index: GraphIndex, exclude: frozenset[str]) -> str | None:
+    if node.name in exclude:
+        return "excluded by the configuration"
+    if not index.is_constant(node.input[1]):
+        return "weight is computed at run time, not a constant"
+    w = index.array(node.input[1])
+    if w.dtype != np.float32 or w.ndim != 2:
+        return "weight is not a 2-D float32 matrix"
+    if node.op_type == "Gemm" and (
+        attribute(node, "transA", 0)
+        or attribute(node, "alpha", 1.0) != 1.0
+        or attribute(node, "beta", 1.0) != 1.0
+    ):
+        return "Gemm with transA/alpha/beta"
+    return None
+
+
+def replace_nodes(
+    graph: onnx.GraphProto, old: dict[str, list[onnx.NodeProto]], inits: list[onnx.TensorProto]
+) -> None:
+    """Swap each named node for its replacement chain (same place), add initializers, drop unused ones."""
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        nodes.extend(old.get(node.name, [node]))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(inits)
+    used = {i for n in graph.node for i in n.input}
+    kept = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)

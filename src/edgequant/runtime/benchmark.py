@@ -1,0 +1,165 @@
+"""Latency, throughput, peak memory and size in ONNX Runtime, models side by side.
+
+Method (see ../shared/PEER-FINDINGS.md on why): only one session is alive at a time, variants are
+interleaved round by round so that drifting machine load hits all of them alike, each round
+warms up before timing, and we quote medians. Peak memory is measured in a fresh process per
+model, so that one model's allocations never count against another.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgequant.errors import ModelError
+from edgequant.model import Model
+from edgequant.progress import ProgressFn, silent
+from edgequant.runtime.session import InputSpec, input_specs, make_session
+
+
+@dataclass(frozen=True)
+class Latency:
+    batch: int
+    threads: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    runs: int
+
+    @property
+    def throughput(self) -> float:
+        """Samples per second at the median latency."""
+        return self.batch / (self.p50_ms / 1000.0)
+
+
+@dataclass
+class BenchResult:
+    name: str
+    size_bytes: int
+    latency: list[Latency] = field(default_factory=list)
+    peak_memory_mb: float | None = None
+
+    def at(self, batch: int, threads: int) -> Latency:
+        return next(x for x in self.latency if x.batch == batch and x.threads == threads)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for row, lat in zip(d["latency"], self.latency, strict=True):
+            row["throughput"] = lat.throughput
+        return d
+
+
+def benchmark(
+    models: Sequence[Model] | Model,
+    *,
+    batch_sizes: Sequence[int] = (1, 32),
+    threads: Sequence[int] = (1, 2),
+    rounds: int = 5,
+    seconds_per_round: float = 0.25,
+    warmup: int = 5,
+    memory: bool = True,
+    progress: ProgressFn = silent,
+) -> list[BenchResult]:
+    """Measure every model at every (batch, threads) setting, interleaved; see module docstring."""
+    models = [models] if isinstance(models, Model) else list(models)
+    results = [BenchResult(m.name, m.size_bytes) for m in models]
+    settings = [(b, t) for t in threads for b in batch_sizes]
+    total, done = len(settings) * rounds * len(models), 0
+    for batch, n_threads in settings:
+        times: list[list[float]] = [[] for _ in models]
+        for _ in range(rounds):
+            for i, model in enumerate(models):
+                times[i].extend(_time_session(model, batch, n_threads, seconds_per_round, warmup))
+                done += 1
+                progress("benchmarking", done, total)
+        for res, ts in zip(results, times, strict=True):
+            ms = np.asarray(ts) * 1000.0
+            res.latency.append(
+                Latency(batch, n_threads, *np.percentile(ms, [50, 90, 99]).tolist(), runs=len(ms))
+            )
+    if memory:
+        for res, model in zip(results, models, strict=True):
+            res.peak_memory_mb = session_peak_memory_mb(model, max(batch_sizes))
+    return results
+
+
+def _time_session(
+    model: Model, batch: int, threads: int, seconds: float, warmup: int
+) -> list[float]:
+    sess = make_session(model, threads)
+    feed = random_feed(input_specs(sess), batch)
+    for _ in range(warmup):
+        sess.run(None, feed)
+    out: list[float] = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or len(out) < 10:
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        out.append(time.perf_counter() - t0)
+    del sess
+    return out
+
+
+def random_feed(specs: list[InputSpec], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs of the model's shapes (dynamic first dim = batch) with fixed-seed values."""
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for spec in specs:
+        shape = []
+        for i, dim in enumerate(spec.shape):
+            if isinstance(dim, int) and dim > 0:
+                shape.append(dim)
+            elif i == 0:
+                shape.append(batch)
+            else:
+                raise ModelError(
+                    f"input {spec.name!r} has a dynamic dimension {i}: give a model with fixed shapes beyond the batch"
+                )
+        if np.issubdtype(spec.dtype, np.floating):
+            feed[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        else:
+            feed[spec.name] = rng.integers(0, 2, shape).astype(spec.dtype)
+    return feed
+
+
+_PROBE = r"""
+import json, resource, sys
+import numpy as np
+import onnxruntime as ort
+from edgequant.runtime.session import make_session, input_specs
+from edgequant.runtime.benchmark import random_feed
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+sess = make_session(open(sys.argv[1], "rb").read())
+feed = random_feed(input_specs(sess), int(sys.argv[2]))
+for _ in range(3):
+    sess.run(None, feed)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"peak_mb": (peak - base) / 1024.0}))
+"""
+
+
+def session_peak_memory_mb(model: Model, batch: int) -> float:
+    """Peak resident memory (MiB) added by loading the model and running a batch, in a fresh process."""
+    with tempfile.TemporaryDirectory(prefix="edgequant-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        path.write_bytes(model.serialize())
+        out = subprocess.run(
+            [sys.executable, "-c", _PROBE, str(path), str(batch)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if out.returncode != 0:
+        raise ModelError(
+            f"memory probe failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}"
+        )
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"])

@@ -1,0 +1,153 @@
+"""Accuracy on labelled data, agreement with the FP32 model, output SQNR and per-layer SQNR.
+
+All figures come from running the models in ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from edgequant.data import split_item
+from edgequant.errors import DataError
+from edgequant.model import Model
+from edgequant.primitives import sqnr_db
+from edgequant.progress import ProgressFn, silent
+from edgequant.runtime.session import Optimization, input_specs, make_feed, make_session
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """top1/top5 in [0, 1] (None without labels); agreement and SQNR against the reference."""
+
+    samples: int
+    top1: float | None
+    top5: float | None
+    agreement: float | None = None
+    output_sqnr_db: float | None = None
+    reference_top1: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def evaluate(
+    model: Model,
+    data: Iterable[Any],
+    *,
+    reference: Model | None = None,
+    threads: int | None = None,
+    progress: ProgressFn = silent,
+) -> EvalResult:
+    """Run `model` (and `reference`, e.g. the FP32 model) over labelled batches."""
+    sess = make_session(model, threads)
+    ref = make_session(reference, threads) if reference is not None else None
+    specs = input_specs(sess)
+    hits1 = hits5 = ref_hits = agree = n = 0
+    signal = noise = 0.0
+    labelled = True
+    for item in data:
+        batch, labels = split_item(item)
+        feed = make_feed(batch, specs)
+        logits = np.asarray(sess.run(None, feed)[0])
+        labelled = labelled and labels is not None
+        if labels is not None:
+            hits1 += int((logits.argmax(-1) == labels).sum())
+            hits5 += int(_topk_hits(logits, labels, 5))
+        if ref is not None:
+            ref_logits = np.asarray(ref.run(None, feed)[0])
+            agree += int((ref_logits.argmax(-1) == logits.argmax(-1)).sum())
+            signal += float(np.sum(ref_logits.astype(np.float64) ** 2))
+            noise += float(np.sum((ref_logits.astype(np.float64) - logits) ** 2))
+            if labels is not None:
+                ref_hits += int((ref_logits.argmax(-1) == labels).sum())
+        n += len(logits)
+        progress("evaluating", n, None)
+    if n == 0:
+        raise DataError("the evaluation data is empty")
+    return EvalResult(
+        samples=n,
+        top1=hits1 / n if labelled else None,
+        top5=hits5 / n if labelled else None,
+        agreement=agree / n if ref is not None else None,
+        output_sqnr_db=(10 * np.log10(signal / noise) if noise > 0 else float("inf"))
+        if ref is not None
+        else None,
+        reference_top1=ref_hits / n if ref is not None and labelled else None,
+    )
+
+
+def _topk_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
+    k = min(k, logits.shape[-1])
+    top = np.argpartition(-logits, k - 1, axis=-1)[..., :k]
+    return int((top == labels[..., None]).any(-1).sum())
+
+
+def layer_sqnr(
+    quantized: Model, reference: Model, data: Iterable[Any], *, max_batches: int = 4
+) -> list[tuple[str, float]]:
+    """SQNR (dB) of each quantized activation against the same tensor in the FP32 model,
+    in graph order. A tensor whose SQNR falls far below its inputs' names the layer losing most.
+
+    The quantized model runs with graph optimisation off so every DequantizeLinear output exists;
+    the arithmetic is ONNX Runtime's own QuantizeLinear/DequantizeLinear.
+    """
+    pairs = _dq_pairs(quantized.proto)
+    ref_names = {o for n in reference.proto.graph.node for o in n.output} | set(
+        reference.input_names
+    )
+    pairs = [(t, dq) for t, dq in pairs if t in ref_names]
+    q_sess = make_session(
+        _with_outputs(quantized, [dq for _, dq in pairs]), optimization=Optimization.NONE
+    )
+    r_sess = make_session(
+        _with_outputs(reference, [t for t, _ in pairs]), optimization=Optimization.NONE
+    )
+    specs = input_specs(q_sess)
+    sums = {t: [0.0, 0.0] for t, _ in pairs}
+    for i, item in enumerate(data):
+        if i >= max_batches:
+            break
+        feed = make_feed(split_item(item)[0], specs)
+        q_out = dict(
+            zip([o.name for o in q_sess.get_outputs()], q_sess.run(None, feed), strict=True)
+        )
+        r_out = dict(
+            zip([o.name for o in r_sess.get_outputs()], r_sess.run(None, feed), strict=True)
+        )
+        for t, dq in pairs:
+            ref = r_out[t].astype(np.float64)
+            sums[t][0] += float(np.sum(ref**2))
+            sums[t][1] += float(np.sum((ref - q_out[dq]) ** 2))
+    return [
+        (t, 10 * float(np.log10(s / max(e, 1e-30))) if s > 0 else float("inf"))
+        for t, (s, e) in sums.items()
+    ]
+
+
+def _dq_pairs(proto: onnx.ModelProto) -> list[tuple[str, str]]:
+    """(original activation name, its DequantizeLinear output) for every activation Q/DQ pair."""
+    q_input = {n.output[0]: n.input[0] for n in proto.graph.node if n.op_type == "QuantizeLinear"}
+    return [
+        (q_input[n.input[0]], n.output[0])
+        for n in proto.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in q_input
+    ]
+
+
+def _with_outputs(model: Model, names: list[str]) -> Model:
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model.proto)
+    present = {o.name for o in proto.graph.output}
+    proto.graph.output.extend(
+        helper.make_empty_tensor_value_info(t) for t in names if t not in present
+    )
+    return Model(proto, model.name)
+
+
+__all__ = ["EvalResult", "evaluate", "layer_sqnr", "sqnr_db"]

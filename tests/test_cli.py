@@ -1,0 +1,230 @@
+"""The command line: happy paths with --json, and every kind of bad input.
+
+Bad input must give one line on stderr, exit code 2, no traceback, and no output file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def edgequant(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgequant.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def assert_user_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def calib_npz(tmp_path_factory, fmnist) -> Path:
+    train, _test = fmnist
+    path = tmp_path_factory.mktemp("data") / "calib.npz"
+    np.savez(path, input=train.images[:200], labels=train.labels[:200])
+    return path
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    return tmp_path / "out.onnx"
+
+
+def no_output(folder: Path) -> bool:
+    return not any(p.suffix in {".onnx", ".json", ".tmp"} for p in folder.iterdir())
+
+
+def test_quantize_eval_bench_happy_path(model_path, calib_npz, tmp_path) -> None:
+    out = tmp_path / "m.int8.onnx"
+    proc = edgequant(
+        "quantize", str(model_path), "--calib", str(calib_npz), "-o", str(out), "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["quantized_nodes"] > 20 and summary["size_bytes"] == out.stat().st_size
+    sidecar = json.loads((tmp_path / "m.int8.quant.json").read_text())
+    assert sidecar["config"]["method"] == "static" and sidecar["calibration_samples"] == 200
+    proc = edgequant(
+        "eval", str(out), "--data", str(calib_npz), "--reference", str(model_path), "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["agreement"] >= 0.97
+    proc = edgequant(
+        "bench",
+        str(model_path),
+        str(out),
+        "--batch",
+        "4",
+        "--threads",
+        "1",
+        "--rounds",
+        "1",
+        "--no-memory",
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert [r["latency"][0]["batch"] for r in json.loads(proc.stdout)["results"]] == [4, 4]
+
+
+def test_help_has_examples() -> None:
+    proc = edgequant("quantize", "--help")
+    assert proc.returncode == 0 and "Examples" in proc.stdout and "--calib" in proc.stdout
+
+
+def test_missing_model(tmp_path, calib_npz, out) -> None:
+    assert_user_error(
+        edgequant(
+            "quantize", str(tmp_path / "nope.onnx"), "--calib", str(calib_npz), "-o", str(out)
+        ),
+        "not found",
+    )
+    assert no_output(tmp_path)
+
+
+def test_truncated_model(tmp_path, model_path, calib_npz, out) -> None:
+    bad = tmp_path / "cut.onnx"
+    bad.write_bytes(model_path.read_bytes()[: model_path.stat().st_size // 2])
+    assert_user_error(
+        edgequant("quantize", str(bad), "--calib", str(calib_npz), "-o", str(out)), str(bad)
+    )
+    assert not out.exists()
+
+
+def test_file_that_is_not_a_model(tmp_path, calib_npz, out) -> None:
+    bad = tmp_path / "notes.onnx"
+    bad.write_text("these are my notes, not a model\n")
+    assert_user_error(
+        edgequant("quantize", str(bad), "--calib", str(calib_npz), "-o", str(out)), str(bad)
+    )
+    assert not out.exists()
+
+
+def test_calibration_shape_mismatch(tmp_path, model_path, out) -> None:
+    data = tmp_path / "wrong.npy"
+    np.save(data, np.zeros((8, 1, 32, 32), np.float32))
+    assert_user_error(
+        edgequant("quantize", str(model_path), "--calib", str(data), "-o", str(out)),
+        "shape",
+        "(batch, 1, 28, 28)",
+    )
+    assert not out.exists()
+
+
+def test_calibration_name_mismatch(tmp_path, model_path, out) -> None:
+    data = tmp_path / "names.npz"
+    np.savez(data, image=np.zeros((8, 1, 28, 28), np.float32), mask=np.zeros((8, 4), np.float32))
+    assert_user_error(
+        edgequant("quantize", str(model_path), "--calib", str(data), "-o", str(out)),
+        "do not match",
+        "input",
+    )
+    assert not out.exists()
+
+
+def test_calibration_dtype_mismatch(tmp_path, model_path, out) -> None:
+    data = tmp_path / "ints.npy"
+    np.save(data, np.zeros((8, 1, 28, 28), np.int64))
+    assert_user_error(
+        edgequant("quantize", str(model_path), "--calib", str(data), "-o", str(out)), "dtype int64"
+    )
+    assert not out.exists()
+
+
+def test_empty_calibration(tmp_path, model_path, out) -> None:
+    data = tmp_path / "empty.npy"
+    np.save(data, np.zeros((0, 1, 28, 28), np.float32))
+    assert_user_error(
+        edgequant("quantize", str(model_path), "--calib", str(data), "-o", str(out)), "no samples"
+    )
+    assert not out.exists()
+
+
+def test_nan_in_calibration(tmp_path, model_path, out) -> None:
+    x = np.zeros((8, 1, 28, 28), np.float32)
+    x[3, 0, 5, 5] = np.nan
+    data = tmp_path / "nan.npy"
+    np.save(data, x)
+    assert_user_error(
+        edgequant("quantize", str(model_path), "--calib", str(data), "-o", str(out)), "NaN"
+    )
+    assert not out.exists()
+
+
+def test_pickled_npy_is_refused(tmp_path, model_path, out) -> None:
+    data = tmp_path / "objects.npy"
+    np.save(data, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    assert_user_error(
+        edgequant("quantize", str(model_path), "--calib", str(data), "-o", str(out)), str(data)
+    )
+
+
+def test_missing_output_folder(tmp_path, model_path, calib_npz) -> None:
+    target = tmp_path / "no" / "such" / "dir" / "m.onnx"
+    assert_user_error(
+        edgequant("quantize", str(model_path), "--calib", str(calib_npz), "-o", str(target)),
+        "does not exist",
+    )
+
+
+def test_unwritable_output_folder(tmp_path, model_path, calib_npz, monkeypatch, capsys) -> None:
+    """Run in-process: as root (CI) every folder is writable, so the permission check is simulated."""
+    from edgequant import cli
+
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda path, mode: False if mode & os.W_OK else real_access(path, mode)
+    )
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "edgequant",
+            "quantize",
+            str(model_path),
+            "--calib",
+            str(calib_npz),
+            "-o",
+            str(tmp_path / "m.onnx"),
+        ],
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not writable" in err[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_failure_leaves_no_partial_file(tmp_path, monkeypatch) -> None:
+    """An error while writing (disk full, interrupt) removes the temporary file; nothing else appears."""
+    import edgequant.model as model_mod
+
+    def failing_replace(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model_mod.os, "replace", failing_replace)
+    with pytest.raises(KeyboardInterrupt):
+        model_mod.write_atomic(tmp_path / "m.onnx", b"x" * 100)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_static_without_calibration_data(model_path, out) -> None:
+    proc = edgequant("quantize", str(model_path), "-o", str(out))
+    assert proc.returncode == 2 and "--calib" in proc.stderr and "Traceback" not in proc.stderr
