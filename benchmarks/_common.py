@@ -38,7 +38,7 @@ def machine() -> str:
     )
 
 
-def demo_task():  # noqa: ANN201
+def demo_task():
     """The demo FP32 model (trained or cached) and Fashion-MNIST."""
     import torch
 
@@ -56,7 +56,9 @@ def calibration_indices(n: int) -> np.ndarray:
 
 def run_child(code: str, *args: str) -> dict:
     """Run `code` in a fresh Python process; it prints one JSON line last."""
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=False, cwd=ROOT
+    )
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -67,6 +67,19 @@ def test_quantize_eval_bench_happy_path(model_path, calib_npz, tmp_path) -> None
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["agreement"] >= 0.97
     proc = edgequant(
+        "eval",
+        str(out),
+        "--data",
+        str(calib_npz),
+        "--reference",
+        str(model_path),
+        "--layers",
+        "--limit",
+        "64",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "layers losing most accuracy" in proc.stdout and "cumulative" in proc.stdout
+    proc = edgequant(
         "bench",
         str(model_path),
         str(out),

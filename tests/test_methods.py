@@ -99,3 +99,20 @@ def test_unsupported_ops_stay_float_and_are_listed() -> None:
         "softmax": "Softmax has no integer kernel among ONNX Runtime's QDQ fusions"
     }
     assert op_counts(q.proto)["QuantizeLinear"] == 2  # conv input and conv output
+
+
+def test_static_with_nothing_quantizable_is_a_clear_error() -> None:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["x"], ["y"], name="softmax", axis=1)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+    )
+    model = eq.Model(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), "softmax"
+    )
+    data = eq.ArrayDataset(np.zeros((4, 4), np.float32))
+    with pytest.raises(NothingToQuantizeError, match="Softmax has no integer kernel"):
+        eq.quantize(model, eq.PTQConfig.int8(), calibration=data)

@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "evaluate": "edgequant.runtime.evaluate",
     "EvalResult": "edgequant.runtime.evaluate",
     "layer_sqnr": "edgequant.runtime.evaluate",
+    "LayerError": "edgequant.runtime.evaluate",
     "benchmark": "edgequant.runtime.benchmark",
     "BenchResult": "edgequant.runtime.benchmark",
     "EdgeQuantError": "edgequant.errors",
@@ -55,5 +56,5 @@ if TYPE_CHECKING:
     from edgequant.errors import EdgeQuantError
     from edgequant.model import Model, load
     from edgequant.runtime.benchmark import BenchResult, benchmark
-    from edgequant.runtime.evaluate import EvalResult, evaluate, layer_sqnr
+    from edgequant.runtime.evaluate import EvalResult, LayerError, evaluate, layer_sqnr
     from edgequant.spec import PerChannel, PerGroup, PerTensor, QType, QuantSpec, Symmetry

@@ -198,15 +198,22 @@ def eval_cmd(
             raise click.UsageError("--layers needs --reference")
         from edgequant.ptq.preprocess import optimize
 
-        out["layers"] = eq.layer_sqnr(m, optimize(ref), dataset)
+        out["layers"] = [vars(r) for r in eq.layer_sqnr(m, optimize(ref), dataset)]
 
     def human() -> None:
         for k, v in res.to_dict().items():
             if v is not None:
                 click.echo(f"{k:16s} {v:.4f}" if isinstance(v, float) else f"{k:16s} {v}")
         if layers:
-            worst = sorted(out["layers"], key=lambda t: t[1])[:5]
-            click.echo("lowest per-layer SQNR (dB): " + ", ".join(f"{n} {s:.1f}" for n, s in worst))
+            worst = sorted(out["layers"], key=lambda r: r["own_sqnr_db"])[:5]
+            click.echo(
+                "layers losing most accuracy (SQNR of the error each node adds, lowest first):"
+            )
+            for r in worst:
+                own, total = r["own_sqnr_db"], r["sqnr_db"]
+                click.echo(
+                    f"  {r['node']} -> {r['tensor']}: {own:.1f} dB (cumulative {total:.1f} dB)"
+                )
 
     _emit(out, as_json, human)
 

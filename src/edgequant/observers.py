@@ -31,6 +31,7 @@ class HistogramObserver:
     """Running min/max plus a zero-aligned fixed-bin histogram of one tensor's values."""
 
     num_bins: int = 8192
+    histogram: bool = True  # False: running min/max only (all the min-max calibrator needs)
     min_val: float = float("inf")
     max_val: float = float("-inf")
     bin_width: float = 0.0
@@ -48,6 +49,8 @@ class HistogramObserver:
                 "(and the model's FP32 outputs) for non-finite values"
             )
         self.min_val, self.max_val = min(self.min_val, lo), max(self.max_val, hi)
+        if not self.histogram:
+            return
         half = self.num_bins // 2
         if self.counts.size == 0:
             amax = max(abs(lo), abs(hi)) or 1e-8
@@ -73,7 +76,7 @@ class HistogramObserver:
 
     @property
     def empty(self) -> bool:
-        return self.counts.size == 0
+        return self.min_val > self.max_val
 
     def edges(self) -> NDArray[np.float64]:
         """Bin edges, shape (num_bins + 1,)."""
@@ -93,6 +96,8 @@ def clip_range(
         raise DataError("calibration saw no values: the calibration data is empty")
     if calibrator is Calibrator.MINMAX or obs.min_val == obs.max_val or obs.counts.sum() == 0:
         return obs.min_val, obs.max_val
+    if not obs.histogram:
+        raise ValueError(f"the {calibrator.value} calibrator needs an observer with histogram=True")
     if calibrator is Calibrator.PERCENTILE:
         return _percentile_range(obs, percentile)
     candidates = _candidate_ranges(obs, spec)

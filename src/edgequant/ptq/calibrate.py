@@ -43,6 +43,7 @@ def calibrate(
     *,
     num_bins: int,
     max_samples: int,
+    histogram: bool = True,
     progress: ProgressFn = silent,
 ) -> CalibrationResult:
     """Run the model over `data` (batches) and observe `tensors`."""
@@ -51,7 +52,7 @@ def calibrate(
     session = make_session(_expose(model, inner), optimization=Optimization.NONE)
     specs = input_specs(session)
     out_names = [o.name for o in session.get_outputs()]
-    observers = {t: HistogramObserver(num_bins) for t in tensors}
+    observers = {t: HistogramObserver(num_bins, histogram) for t in tensors}
     non_float: set[str] = set()
     samples = 0
     for batch in as_batches(data):
@@ -62,11 +63,13 @@ def calibrate(
             values = dict(zip(out_names, session.run(out_names, part), strict=True))
             values.update({k: v for k, v in part.items() if k in observers})
             for name, obs in observers.items():
-                arr = values[name]
+                arr = values.pop(name)  # release each output as soon as it is observed
                 if arr.dtype != np.float32:
                     non_float.add(name)
                     continue
                 obs.update(arr, name)
+            del values, arr  # nothing of this batch may stay alive while the next one runs
+        del feed, batch
         samples += n
         progress("calibrating", samples, max_samples)
         if samples >= max_samples:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from edgequant.config import PTQConfig
+from edgequant.config import Calibrator, PTQConfig
 from edgequant.errors import NothingToQuantizeError
 from edgequant.export import QuantPlan, TensorQuant, export_qdq
 from edgequant.export.graph import GraphIndex, attribute
@@ -38,6 +38,7 @@ def quantize_static(
         calibration,
         num_bins=config.num_bins,
         max_samples=config.max_calibration_samples,
+        histogram=config.calibrator is not Calibrator.MINMAX,
         progress=progress,
     )
     ranges = {

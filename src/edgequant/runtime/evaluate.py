@@ -16,7 +16,6 @@ from onnx import helper
 from edgequant.data import split_item
 from edgequant.errors import DataError
 from edgequant.model import Model
-from edgequant.primitives import sqnr_db
 from edgequant.progress import ProgressFn, silent
 from edgequant.runtime.session import Optimization, input_specs, make_feed, make_session
 
@@ -88,20 +87,35 @@ def _topk_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
     return int((top == labels[..., None]).any(-1).sum())
 
 
+@dataclass(frozen=True)
+class LayerError:
+    """SQNR of one quantized activation against FP32, and the part its own node adds.
+
+    Relative noise powers add (independent errors): with r = 10^(-SQNR/10), a node adds
+    r_out - max(r_inputs). `own_sqnr_db` is -10 log10 of that: the SQNR the node would have on
+    exact inputs. The lowest own SQNR names the layer losing most, not the layers downstream
+    that merely inherit its error.
+    """
+
+    tensor: str
+    node: str
+    sqnr_db: float
+    own_sqnr_db: float
+
+
 def layer_sqnr(
     quantized: Model, reference: Model, data: Iterable[Any], *, max_batches: int = 4
-) -> list[tuple[str, float]]:
-    """SQNR (dB) of each quantized activation against the same tensor in the FP32 model,
-    in graph order. A tensor whose SQNR falls far below its inputs' names the layer losing most.
+) -> list[LayerError]:
+    """Per-activation SQNR (dB) of `quantized` against the same tensors of `reference` (the FP32
+    model after the same graph clean-up), in graph order.
 
     The quantized model runs with graph optimisation off so every DequantizeLinear output exists;
     the arithmetic is ONNX Runtime's own QuantizeLinear/DequantizeLinear.
     """
-    pairs = _dq_pairs(quantized.proto)
     ref_names = {o for n in reference.proto.graph.node for o in n.output} | set(
         reference.input_names
     )
-    pairs = [(t, dq) for t, dq in pairs if t in ref_names]
+    pairs = [(t, dq) for t, dq in _dq_pairs(quantized.proto) if t in ref_names]
     q_sess = make_session(
         _with_outputs(quantized, [dq for _, dq in pairs]), optimization=Optimization.NONE
     )
@@ -124,10 +138,33 @@ def layer_sqnr(
             ref = r_out[t].astype(np.float64)
             sums[t][0] += float(np.sum(ref**2))
             sums[t][1] += float(np.sum((ref - q_out[dq]) ** 2))
-    return [
-        (t, 10 * float(np.log10(s / max(e, 1e-30))) if s > 0 else float("inf"))
+    sqnr = {
+        t: 10 * float(np.log10(s / max(e, 1e-30))) if s > 0 else float("inf")
         for t, (s, e) in sums.items()
-    ]
+    }
+    return _attribute_losses(quantized.proto, pairs, sqnr)
+
+
+def _attribute_losses(
+    proto: onnx.ModelProto, pairs: list[tuple[str, str]], sqnr: dict[str, float]
+) -> list[LayerError]:
+    original_of = {dq: t for t, dq in pairs}
+    producer = {out: n for n in proto.graph.node for out in n.output}
+
+    def noise(db: float) -> float:
+        return 10.0 ** (-db / 10.0)
+
+    rows = []
+    for t, _ in pairs:
+        node = producer.get(t)
+        upstream = [
+            original_of[i] for i in (node.input if node is not None else []) if i in original_of
+        ]
+        added = noise(sqnr[t]) - max((noise(sqnr[u]) for u in upstream), default=0.0)
+        own = -10.0 * float(np.log10(added)) if added > 0 else float("inf")
+        name = node.name if node is not None else "(graph input)"
+        rows.append(LayerError(t, name, sqnr[t], own))
+    return rows
 
 
 def _dq_pairs(proto: onnx.ModelProto) -> list[tuple[str, str]]:
@@ -150,4 +187,4 @@ def _with_outputs(model: Model, names: list[str]) -> Model:
     return Model(proto, model.name)
 
 
-__all__ = ["EvalResult", "evaluate", "layer_sqnr", "sqnr_db"]
+__all__ = ["EvalResult", "LayerError", "evaluate", "layer_sqnr"]

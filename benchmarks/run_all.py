@@ -1,0 +1,14 @@
+"""Run every benchmark one after the other (never in parallel: they share 2 cores) and update
+the README tables. `./run bench` calls this."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+for script in ("bench_demo.py", "bench_vs_ort.py"):
+    print(f"== {script}", flush=True)
+    subprocess.run([sys.executable, str(HERE / script), *sys.argv[1:]], check=True)
