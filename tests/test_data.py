@@ -35,6 +35,16 @@ def test_image_folder_by_class(tmp_path: Path) -> None:
     assert [len(b[1]) for b in data] == [5, 5, 2]
 
 
+def test_image_folder_normalisation(tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (4, 4), (255, 0, 51)).save(tmp_path / "a.png")
+    x = eq.load_data(str(tmp_path), mean=(0.5, 0.5, 0.0), std=(0.5, 0.25, 0.2)).inputs
+    np.testing.assert_allclose(x[0, :, 0, 0], [1.0, -2.0, 1.0], atol=1e-6)
+    with pytest.raises(DataError, match="normalisation values"):
+        eq.load_data(str(tmp_path), mean=(0.1, 0.2))
+
+
 def test_npz_with_labels_and_limit(tmp_path: Path) -> None:
     path = tmp_path / "d.npz"
     np.savez(path, x=np.ones((10, 3), np.float32), labels=np.arange(10))

@@ -54,6 +54,8 @@ def test_graph_structure(int8_model, fp32_model) -> None:
     assert dtypes[onnx.TensorProto.INT8] == n_weighted
     assert dtypes[onnx.TensorProto.INT32] == n_weighted
     assert all(numpy_helper.to_array(weights[n.input[1]]).ndim == 1 for n in dq)  # per-channel
+    biases = [n for n in dq if weights[n.input[0]].data_type == onnx.TensorProto.INT32]
+    assert all(len(n.input) == 2 for n in biases)  # zero-point omitted: 0 by the ONNX spec
     # all Relus folded into the quantizers before them; activations are uint8
     assert ops["Relu"] == 0 and fp32_ops["Relu"] == 14
     acts = [n for n in int8_model.proto.graph.node if n.op_type == "QuantizeLinear"]

@@ -47,6 +47,15 @@ def _progress(enabled: bool = True) -> Iterator[Callable[[str, int, int | None],
         yield update
 
 
+def _floats(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def _emit(data: dict[str, Any], as_json: bool, human: Callable[[], None]) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2, default=float))
@@ -75,6 +84,11 @@ def cli() -> None:
 )
 @click.option("--calibrator", type=click.Choice(CALIBRATORS), default="minmax", show_default=True)
 @click.option(
+    "--mean",
+    help="Image folders: per-channel mean to subtract after scaling to [0, 1], e.g. 0.485,0.456,0.406.",
+)
+@click.option("--std", help="Image folders: per-channel std to divide by, e.g. 0.229,0.224,0.225.")
+@click.option(
     "--samples", default=1000, show_default=True, help="Calibration samples to use at most."
 )
 @click.option(
@@ -96,6 +110,8 @@ def quantize(
     method: str,
     calib: str | None,
     calibrator: str,
+    mean: str | None,
+    std: str | None,
     samples: int,
     per_tensor: bool,
     activations: str,
@@ -108,6 +124,7 @@ def quantize(
     \b
     Examples:
       edgequant quantize model.onnx --calib calib.npz -o model.int8.onnx
+      edgequant quantize model.onnx --calib images/ --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 -o q.onnx
       edgequant quantize model.onnx --method dynamic -o model.dyn.onnx
       edgequant quantize model.onnx --method int4 --block-size 32 -o model.int4.onnx
     """
@@ -133,7 +150,9 @@ def quantize(
         config = eq.PTQConfig.fp16(**common)
     else:
         config = eq.PTQConfig.int4(block_size=block_size, **common)
-    data = eq.load_data(calib, batch_size=64) if calib else None
+    data = (
+        eq.load_data(calib, batch_size=64, mean=_floats(mean), std=_floats(std)) if calib else None
+    )
     if method == "static" and data is None:
         raise click.UsageError(
             "static quantization needs --calib DATA (e.g. a .npz of a few hundred inputs)"

@@ -88,8 +88,19 @@ def split_item(item: Any) -> tuple[Batch, NDArray[np.integer] | None]:
     )
 
 
-def load_data(spec: str, *, batch_size: int = 64, limit: int | None = None) -> ArrayDataset:
-    """Data named on the command line: a built-in name, an .npy/.npz file, or a folder of images."""
+def load_data(
+    spec: str,
+    *,
+    batch_size: int = 64,
+    limit: int | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+) -> ArrayDataset:
+    """Data named on the command line: a built-in name, an .npy/.npz file, or a folder of images.
+
+    Images are scaled to [0, 1]; `mean`/`std` (one value, or one per channel) then normalise them
+    as the model was trained, e.g. mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225).
+    """
     if spec in BUILTINS:
         from edgequant.zoo import fashion_mnist
 
@@ -102,7 +113,9 @@ def load_data(spec: str, *, batch_size: int = 64, limit: int | None = None) -> A
                 f"data not found: {spec} (give an .npy/.npz file, an image folder, or one of {', '.join(BUILTINS)})"
             )
         data = (
-            _load_folder(path, batch_size) if path.is_dir() else _load_array_file(path, batch_size)
+            _load_folder(path, batch_size, mean, std)
+            if path.is_dir()
+            else _load_array_file(path, batch_size)
         )
     if len(data) == 0:
         raise DataError(f"{spec} holds no samples")
@@ -130,7 +143,12 @@ def _load_array_file(path: Path, batch_size: int) -> ArrayDataset:
     return ArrayDataset(inputs, labels, batch_size)
 
 
-def _load_folder(path: Path, batch_size: int) -> ArrayDataset:
+def _load_folder(
+    path: Path,
+    batch_size: int,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+) -> ArrayDataset:
     """Images scaled to [0, 1], (N, C, H, W) float32; subfolder names become class labels when
     every image sits in one, sorted alphabetically (the ImageFolder convention)."""
     from PIL import Image
@@ -153,7 +171,9 @@ def _load_folder(path: Path, batch_size: int) -> ArrayDataset:
         raise DataError(
             f"images in {path} differ in size or channels: resize them to one shape first"
         )
-    x = np.stack(images) / 255.0
+    x = np.stack(images) / 255.0  # (N, C, H, W)
+    if mean is not None or std is not None:
+        x = (x - _per_channel(mean or (0.0,), x.shape[1])) / _per_channel(std or (1.0,), x.shape[1])
     classes = (
         sorted({f.parent.name for f in files}) if all(f.parent != path for f in files) else None
     )
@@ -163,3 +183,11 @@ def _load_folder(path: Path, batch_size: int) -> ArrayDataset:
         else np.array([classes.index(f.parent.name) for f in files], np.int64)
     )
     return ArrayDataset(x.astype(np.float32), labels, batch_size)
+
+
+def _per_channel(values: tuple[float, ...], channels: int) -> NDArray[np.float64]:
+    if len(values) not in (1, channels):
+        raise DataError(
+            f"give 1 or {channels} normalisation values for {channels}-channel images, got {len(values)}"
+        )
+    return np.asarray(values, np.float64).reshape(1, -1, 1, 1)
