@@ -47,6 +47,12 @@ def out(tmp_path: Path) -> Path:
     return tmp_path / "out.onnx"
 
 
+def eq_load(path: Path) -> bytes:
+    import edgequant as eq
+
+    return eq.load(path).serialize()
+
+
 def no_output(folder: Path) -> bool:
     return not any(p.suffix in {".onnx", ".json", ".tmp"} for p in folder.iterdir())
 
@@ -61,6 +67,7 @@ def test_quantize_eval_bench_happy_path(model_path, calib_npz, tmp_path) -> None
     assert summary["quantized_nodes"] > 20 and summary["size_bytes"] == out.stat().st_size
     sidecar = json.loads((tmp_path / "m.int8.quant.json").read_text())
     assert sidecar["config"]["method"] == "static" and sidecar["calibration_samples"] == 200
+    assert sidecar["source_sha256"] == __import__("hashlib").sha256(eq_load(model_path)).hexdigest()
     proc = edgequant(
         "eval", str(out), "--data", str(calib_npz), "--reference", str(model_path), "--json"
     )

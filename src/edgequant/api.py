@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import onnx
 
+from edgequant import __version__
 from edgequant.config import PTQConfig
 from edgequant.model import Model, load
 from edgequant.progress import ProgressFn, silent
@@ -26,6 +28,9 @@ def quantize(
     """
     from edgequant.ptq import quantize_onnx
 
-    return quantize_onnx(
-        load(model), config or PTQConfig.int8(), calibration=calibration, progress=progress
-    )
+    source = load(model)
+    config = config or PTQConfig.int8()
+    out = quantize_onnx(source, config, calibration=calibration, progress=progress)
+    out.provenance.setdefault("edgequant", __version__)
+    out.provenance["source_sha256"] = hashlib.sha256(source.serialize()).hexdigest()
+    return out

@@ -193,10 +193,19 @@ def quantize(
     "--reference", type=click.Path(), help="FP32 model to compare with (agreement, SQNR)."
 )
 @click.option("--layers", is_flag=True, help="Also report per-layer SQNR against --reference.")
+@click.option("--mean", help="Image folders: per-channel mean (after scaling to [0, 1]).")
+@click.option("--std", help="Image folders: per-channel std.")
 @click.option("--limit", type=int, help="Use at most this many samples.")
 @click.option("--json", "as_json", is_flag=True)
 def eval_cmd(
-    model: str, data: str, reference: str | None, layers: bool, limit: int | None, as_json: bool
+    model: str,
+    data: str,
+    reference: str | None,
+    layers: bool,
+    mean: str | None,
+    std: str | None,
+    limit: int | None,
+    as_json: bool,
 ) -> None:
     """Accuracy of MODEL on labelled data, and agreement with a reference.
 
@@ -208,7 +217,7 @@ def eval_cmd(
 
     m = eq.load(model)
     ref = eq.load(reference) if reference else None
-    dataset = eq.load_data(data, batch_size=256, limit=limit)
+    dataset = eq.load_data(data, batch_size=256, limit=limit, mean=_floats(mean), std=_floats(std))
     with _progress(not as_json) as progress:
         res = eq.evaluate(m, dataset, reference=ref, progress=progress)
     out: dict[str, Any] = res.to_dict()

@@ -61,7 +61,6 @@ def quantize_static(
     plan = build_plan(index, sel, ranges, config)
     out = Model(export_qdq(fp32.proto, plan), f"{model.name}.int8")
     out.provenance = {
-        "edgequant": _version(),
         "config": config.to_dict(),
         "calibration_samples": result.samples,
         "quantized_nodes": len(sel.nodes),
@@ -149,9 +148,3 @@ def _decide_folds(
 def _nothing_message(sel: Selection) -> str:
     ops = sorted({reason for reason in sel.float_nodes.values()})[:3]
     return "the model has no operator that static INT8 can quantize (" + "; ".join(ops) + ")"
-
-
-def _version() -> str:
-    from edgequant import __version__
-
-    return __version__
