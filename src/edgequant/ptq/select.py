@@ -74,7 +74,9 @@ def select(
             if t not in quantized:
                 quantized.add(t)
                 sel.activations.append(t)
-    _find_folds(sel, index, quantized)
+        if rule.role is not Role.SHARED_RANGE:
+            # now, not after the walk: a MaxPool/Flatten after the Relu must see it quantized
+            _register_fold(node, sel, index, quantized)
     return sel
 
 
@@ -130,27 +132,28 @@ def _weight_reason(node: onnx.NodeProto, rule: OpRule, index: GraphIndex) -> str
     return None
 
 
-def _find_folds(sel: Selection, index: GraphIndex, quantized: set[str]) -> None:
-    """Relu/Clip(0, c) right after a quantized compute node, sole consumer of its output."""
-    for node in sel.nodes:
-        rule = rule_for(node, index)
-        if rule is None or rule.role is Role.SHARED_RANGE or not node.output:
-            continue
-        out = node.output[0]
-        users = index.consumers.get(out, [])
-        if (
-            out in index.graph_outputs
-            or len(users) != 1
-            or users[0].op_type not in FOLDABLE_ACTIVATIONS
-        ):
-            continue
-        act = users[0]
-        if act.output[0] in index.graph_outputs or not _clips_at_zero(act, index):
-            continue
-        sel.fold_candidates[act.name] = out
-        if act.output[0] not in quantized:
-            quantized.add(act.output[0])
-            sel.activations.append(act.output[0])
+def _register_fold(
+    node: onnx.NodeProto, sel: Selection, index: GraphIndex, quantized: set[str]
+) -> None:
+    """A Relu/Clip(0, c) that is the sole consumer of a quantized compute node's output is a
+    fold candidate (decided after calibration); its output is quantized either way."""
+    if not node.output:
+        return
+    out = node.output[0]
+    users = index.consumers.get(out, [])
+    if (
+        out in index.graph_outputs
+        or len(users) != 1
+        or users[0].op_type not in FOLDABLE_ACTIVATIONS
+    ):
+        return
+    act = users[0]
+    if act.output[0] in index.graph_outputs or not _clips_at_zero(act, index):
+        return
+    sel.fold_candidates[act.name] = out
+    if act.output[0] not in quantized:
+        quantized.add(act.output[0])
+        sel.activations.append(act.output[0])
 
 
 def _clips_at_zero(node: onnx.NodeProto, index: GraphIndex) -> bool:

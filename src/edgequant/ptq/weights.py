@@ -28,6 +28,8 @@ def linear_nodes(
     """MatMul/Gemm nodes with a constant float32 2-D weight; others are noted in `float_nodes`."""
     for node in graph.node:
         if node.op_type not in ("MatMul", "Gemm"):
+            if not any(index.is_constant(i) and index.array(i).ndim >= 2 for i in node.input):
+                continue  # only weighted operators are worth listing
             float_nodes.setdefault(
                 node.name, f"{node.op_type}: only MatMul/Gemm are quantized by this method"
             )
