@@ -35,6 +35,10 @@ _EXPORTS: dict[str, str] = {
     "benchmark": "edgequant.runtime.benchmark",
     "BenchResult": "edgequant.runtime.benchmark",
     "EdgeQuantError": "edgequant.errors",
+    "QATConfig": "edgequant.qat.config",
+    "prepare_qat": "edgequant.qat.prepare",
+    "finetune": "edgequant.qat.train",
+    "export": "edgequant.qat.export",
 }
 __all__ = sorted([*_EXPORTS, "__version__"])
 
@@ -55,6 +59,10 @@ if TYPE_CHECKING:
     from edgequant.data import ArrayDataset, Dataset, load_data
     from edgequant.errors import EdgeQuantError
     from edgequant.model import Model, load
+    from edgequant.qat.config import QATConfig
+    from edgequant.qat.export import export
+    from edgequant.qat.prepare import prepare_qat
+    from edgequant.qat.train import finetune
     from edgequant.runtime.benchmark import BenchResult, benchmark
     from edgequant.runtime.evaluate import EvalResult, LayerError, evaluate, layer_sqnr
     from edgequant.spec import PerChannel, PerGroup, PerTensor, QType, QuantSpec, Symmetry

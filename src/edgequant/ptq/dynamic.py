@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgequant.config import PTQConfig
 from edgequant.errors import NothingToQuantizeError
-from edgequant.export.graph import GraphIndex
+from edgequant.exporter.graph import GraphIndex
 from edgequant.model import Model
 from edgequant.primitives import quantize
 from edgequant.ptq.preprocess import optimize

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from edgequant.export.graph import GraphIndex, attribute
+from edgequant.exporter.graph import GraphIndex, attribute
 from edgequant.ptq.rules import FOLDABLE_ACTIVATIONS, OP_RULES, OpRule, Role
 
 

@@ -9,8 +9,8 @@ import numpy as np
 
 from edgequant.config import Calibrator, PTQConfig
 from edgequant.errors import NothingToQuantizeError
-from edgequant.export import QuantPlan, TensorQuant, export_qdq
-from edgequant.export.graph import GraphIndex, attribute
+from edgequant.exporter import QuantPlan, TensorQuant, export_qdq
+from edgequant.exporter.graph import GraphIndex, attribute
 from edgequant.model import Model
 from edgequant.observers import clip_range
 from edgequant.primitives import reduce_range, scale_zero_point

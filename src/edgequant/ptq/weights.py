@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from edgequant.export.graph import GraphIndex, attribute
+from edgequant.exporter.graph import GraphIndex, attribute
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgequant.export.graph import GraphIndex, topological_sort
-from edgequant.export.plan import QuantPlan, TensorQuant
+from edgequant.exporter.graph import GraphIndex, topological_sort
+from edgequant.exporter.plan import QuantPlan, TensorQuant
 from edgequant.primitives import quantize
 from edgequant.spec import PerChannel, PerGroup
 

@@ -1,0 +1,222 @@
+"""`prepare_qat`: insert fake quantization into an ordinary nn.Module, where PTQ would quantize.
+
+The model is traced with torch.fx. Conv(+BatchNorm) and Linear become QuantConv/QuantLinear;
+activation quantizers go on the inputs of weighted layers, on the outputs of weighted layers,
+additions and average pooling (after a following ReLU when there is one, which the deployed
+quantizer then performs), while max-pooling, flatten and reshape pass quantized values through.
+Layers QAT cannot handle stay in float and are listed in `model.float_layers`.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from edgequant.data import as_batches
+from edgequant.errors import ConfigError, DataError
+from edgequant.qat.config import QATConfig, RangeLearning
+from edgequant.qat.modules import ActivationQuantizer, Mode, QuantConv, QuantLinear
+
+_CONVS = (nn.Conv1d, nn.Conv2d)
+_BNS = (nn.BatchNorm1d, nn.BatchNorm2d)
+_RELUS_MODULE = (nn.ReLU,)
+_RELU_FUNCS = {torch.relu, nn.functional.relu}
+_ADDS = {operator.add, torch.add}
+_AVG_MODULES = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AvgPool2d)
+_PASS_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.Flatten, nn.Identity, nn.Dropout)
+_PASS_FUNCS = {torch.flatten, nn.functional.max_pool2d, nn.functional.max_pool1d}
+_PASS_METHODS = {"flatten", "view", "reshape", "squeeze", "unsqueeze"}
+
+
+def prepare_qat(
+    model: nn.Module, config: QATConfig, *, calibration: Iterable[Any] | None = None
+) -> fx.GraphModule:
+    """A copy of `model` with fake quantization; ranges warm-started from `calibration` batches
+    (strongly recommended: a few hundred samples, as for PTQ)."""
+    import copy
+
+    try:
+        gm = fx.symbolic_trace(copy.deepcopy(model))
+    except Exception as exc:
+        raise ConfigError(
+            f"QAT cannot trace this model with torch.fx ({type(exc).__name__}: {exc}); "
+            "keep data-dependent control flow out of forward()"
+        ) from None
+    gm.float_layers = {}  # type: ignore[assignment]
+    _swap_weighted(gm, config)
+    _insert_quantizers(gm, config)
+    gm.graph.lint()
+    gm.recompile()
+    gm.qat_config = config  # type: ignore[assignment]
+    if calibration is not None:
+        warm_start(gm, calibration)
+    return gm
+
+
+def _modules(gm: fx.GraphModule) -> dict[str, nn.Module]:
+    return dict(gm.named_modules())
+
+
+def _swap_weighted(gm: fx.GraphModule, config: QATConfig) -> None:
+    mods = _modules(gm)
+    erased: set[fx.Node] = set()
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or node in erased:
+            continue
+        mod = mods[node.target]
+        if isinstance(mod, _CONVS):
+            users = list(node.users)
+            bn_node = (
+                users[0]
+                if len(users) == 1
+                and users[0].op == "call_module"
+                and isinstance(mods[users[0].target], _BNS)
+                else None
+            )
+            bn = mods[bn_node.target] if bn_node is not None else None
+            _set(
+                gm,
+                node.target,
+                QuantConv(mod, bn, config.weight_spec_for(node.target), config.bn_freeze_steps),
+            )
+            if bn_node is not None:
+                bn_node.replace_all_uses_with(node)
+                gm.graph.erase_node(bn_node)
+                erased.add(bn_node)
+        elif isinstance(mod, nn.Linear):
+            _set(gm, node.target, QuantLinear(mod, config.weight_spec_for(node.target)))
+        elif isinstance(mod, _BNS):
+            gm.float_layers[node.target] = "BatchNorm not directly after a Conv stays in float"  # type: ignore[index]
+        elif isinstance(
+            mod, nn.ConvTranspose2d | nn.Conv3d | nn.LSTM | nn.GRU | nn.MultiheadAttention
+        ):
+            gm.float_layers[node.target] = (
+                f"{type(mod).__name__} is not supported by QAT yet: it stays in float"  # type: ignore[index]
+            )
+
+
+def _set(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
+    parent_name, _, child = target.rpartition(".")
+    parent = gm.get_submodule(parent_name) if parent_name else gm
+    setattr(parent, child, module)
+
+
+def _insert_quantizers(gm: fx.GraphModule, config: QATConfig) -> None:
+    mods = _modules(gm)
+    quantized: set[fx.Node] = set()
+    counter = [0]
+
+    def quantize_after(node: fx.Node) -> fx.Node:
+        name = f"act_quant_{counter[0]}"
+        counter[0] += 1
+        gm.add_module(
+            name, ActivationQuantizer(config.activations, config.ranges is RangeLearning.LSQ)
+        )
+        with gm.graph.inserting_after(node):
+            q = gm.graph.call_module(name, (node,))
+        node.replace_all_uses_with(q, delete_user_cb=lambda user: user is not q)
+        quantized.add(q)
+        return q
+
+    def ensure_input(node: fx.Node, arg: Any) -> None:
+        if isinstance(arg, fx.Node) and arg not in quantized:
+            quantize_after(arg)
+
+    def output_point(node: fx.Node) -> fx.Node:
+        users = list(node.users)
+        if len(users) == 1 and _is_relu(users[0], mods):
+            return users[0]
+        return node
+
+    for node in list(gm.graph.nodes):
+        if node.op == "output" or node in quantized:
+            continue
+        if _is_weighted(node, mods) or _is_add(node) or _is_avg(node, mods):
+            for arg in node.args if _is_add(node) else node.args[:1]:
+                ensure_input(node, arg)
+            point = output_point(node)
+            if not _feeds_output(point):
+                quantize_after(point)
+        elif (
+            _is_pass(node, mods) and isinstance(node.args[0], fx.Node) and node.args[0] in quantized
+        ):
+            quantized.add(node)
+
+
+def _is_weighted(node: fx.Node, mods: dict[str, nn.Module]) -> bool:
+    return node.op == "call_module" and isinstance(mods.get(node.target), QuantConv | QuantLinear)
+
+
+def _is_relu(node: fx.Node, mods: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return isinstance(mods.get(node.target), _RELUS_MODULE)
+    return node.op == "call_function" and node.target in _RELU_FUNCS
+
+
+def _is_add(node: fx.Node) -> bool:
+    return (
+        node.op == "call_function"
+        and node.target in _ADDS
+        and all(isinstance(a, fx.Node) for a in node.args[:2])
+    )
+
+
+def _is_avg(node: fx.Node, mods: dict[str, nn.Module]) -> bool:
+    return node.op == "call_module" and isinstance(mods.get(node.target), _AVG_MODULES)
+
+
+def _is_pass(node: fx.Node, mods: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return isinstance(mods.get(node.target), _PASS_MODULES)
+    if node.op == "call_function":
+        return node.target in _PASS_FUNCS
+    return node.op == "call_method" and node.target in _PASS_METHODS
+
+
+def _feeds_output(node: fx.Node) -> bool:
+    """Graph outputs stay float (as in PTQ): the logits are not requantized."""
+    return any(user.op == "output" for user in node.users)
+
+
+def _set_mode(model: nn.Module, mode: Mode) -> None:
+    for mod in model.modules():
+        if isinstance(mod, ActivationQuantizer | QuantConv | QuantLinear):
+            mod.mode = mode
+
+
+@contextmanager
+def mode(model: nn.Module, new: Mode) -> Iterator[nn.Module]:
+    """Switch every quantizer to `new` for the block; always restored, even on an exception."""
+    _set_mode(model, new)
+    try:
+        yield model
+    finally:
+        _set_mode(model, Mode.QUANT)
+
+
+def warm_start(model: fx.GraphModule, calibration: Iterable[Any]) -> int:
+    """PTQ warm start: observe activations on float-weight forward passes, set every scale and
+    zero-point with the PTQ calibrator. Returns the number of samples seen."""
+    config: QATConfig = model.qat_config  # type: ignore[assignment]
+    quantizers = [m for m in model.modules() if isinstance(m, ActivationQuantizer)]
+    samples = 0
+    was_training = model.training
+    model.eval()
+    with mode(model, Mode.OBSERVE), torch.no_grad():
+        for q in quantizers:
+            q.start_observing(config.calibrator)
+        for batch in as_batches(calibration):
+            x = torch.as_tensor(batch)
+            model(x)
+            samples += len(x)
+        if samples == 0:
+            raise DataError("the calibration data for the QAT warm start is empty")
+        for q in quantizers:
+            q.finish_observing(config.calibrator)
+    model.train(was_training)
+    return samples

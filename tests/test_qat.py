@@ -1,0 +1,129 @@
+"""QAT: fake-quant math, BN folding, placement, and export through the one exporter.
+
+The differential test runs the torch fake-quant model and its exported QDQ model (ONNX Runtime's
+integer kernels) on the full Fashion-MNIST test set.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import edgequant as eq
+from edgequant.errors import DataError
+from edgequant.primitives import fake_quantize, scale_zero_point
+from edgequant.qat.fake_quant import fake_quant_learned
+from edgequant.qat.modules import Mode, QuantConv
+from edgequant.qat.prepare import mode
+from edgequant.runtime.session import make_session
+from edgequant.spec import QType, QuantSpec, Symmetry
+from tests.test_static import fused_ops, op_counts
+
+
+def test_fake_quant_forward_matches_the_primitives() -> None:
+    spec = QuantSpec(QType.UINT8, Symmetry.AFFINE)
+    x = np.random.default_rng(0).standard_normal(10_000).astype(np.float32) * 3
+    scale, zp = scale_zero_point(-2.0, 5.0, spec)
+    ours = fake_quant_learned(
+        torch.from_numpy(x), torch.tensor([float(scale)]), torch.tensor([float(zp)]), 0, 255
+    )
+    np.testing.assert_array_equal(ours.numpy(), fake_quantize(x, scale, zp, spec))
+
+
+def test_lsq_gradients() -> None:
+    """STE for x inside the range, zero outside; LSQ's scale gradient (Esser et al. 2019, eq. 3)."""
+    x = torch.tensor([0.26, 0.5, 10.0, -3.0], requires_grad=True)
+    s = torch.tensor([0.1], requires_grad=True)
+    y = fake_quant_learned(x, s, torch.tensor([0.0]), 0, 15)
+    y.sum().backward()
+    assert x.grad.tolist() == [1.0, 1.0, 0.0, 0.0]
+    # inside: round(x/s) - x/s = 3 - 2.6 = 0.4 and 5 - 5 = 0; clipped: 15 above, 0 below
+    expected = (0.4 + 0.0 + 15.0 + 0.0) / np.sqrt(4 * 15)
+    assert s.grad.item() == pytest.approx(expected, rel=1e-4)
+
+
+def test_bn_folding_is_exact() -> None:
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    bn.weight.data.uniform_(0.5, 1.5)
+    x = torch.randn(2, 3, 6, 6)
+    ref = bn.eval()(conv(x))
+    folded = QuantConv(conv, bn, eq.QATConfig.int8().weights, bn_freeze_steps=0).eval()
+    with mode(folded, Mode.OBSERVE), torch.no_grad():
+        torch.testing.assert_close(folded(x), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def qat_model(calibration):
+    from edgequant.zoo.train import demo_model
+
+    return eq.prepare_qat(demo_model(), eq.QATConfig.int8(), calibration=calibration)
+
+
+def test_placement_matches_ptq(qat_model, int8_model) -> None:
+    """Same quantization points as PTQ: the exported graphs have the same Q/DQ structure."""
+    exported = eq.export(qat_model, torch.zeros(1, 1, 28, 28), "qat")
+    assert op_counts(exported.proto) == op_counts(int8_model.proto)
+    fused = fused_ops(exported)
+    assert fused["QLinearConv"] == 20 and fused["QLinearAdd"] == 4 and fused["Conv"] == 0
+    assert not qat_model.float_layers
+
+
+def torch_logits(model, images: np.ndarray) -> np.ndarray:
+    model.eval()
+    with torch.no_grad():
+        return torch.cat(
+            [model(torch.from_numpy(images[i : i + 1000])) for i in range(0, len(images), 1000)]
+        ).numpy()
+
+
+def test_exported_model_agrees_with_fake_quant(qat_model, fmnist) -> None:
+    """Differential: torch fake-quant vs the exported model in ONNX Runtime, full test set."""
+    _, test = fmnist
+    eq.finetune(
+        qat_model, eq.ArrayDataset(test.images[:640], test.labels[:640], 64), lr=1e-4, max_steps=5
+    )
+    exported = eq.export(qat_model, torch.zeros(1, 1, 28, 28), "qat")
+    ref = torch_logits(qat_model, test.images)
+    sess = make_session(exported)
+    got = np.concatenate(
+        [sess.run(None, {"input": test.images[i : i + 1000]})[0] for i in range(0, 10_000, 1000)]
+    )
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.995
+    assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
+    acc_torch, acc_onnx = (
+        (ref.argmax(1) == test.labels).mean(),
+        (got.argmax(1) == test.labels).mean(),
+    )
+    assert abs(acc_torch - acc_onnx) <= 0.002
+
+
+def test_finetune_stops_on_nan(calibration) -> None:
+    from edgequant.zoo.train import demo_model
+
+    model = eq.prepare_qat(demo_model(), eq.QATConfig.int8(), calibration=calibration)
+    x = np.full((8, 1, 28, 28), np.nan, np.float32)
+    with pytest.raises(DataError, match="loss became nan"):
+        eq.finetune(model, eq.ArrayDataset(x, np.zeros(8, np.int64), 8), max_steps=2)
+
+
+def test_unsupported_layers_are_listed() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.up = nn.ConvTranspose2d(1, 2, 2, stride=2)
+            self.fc = nn.Linear(2 * 8 * 8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.flatten(self.up(x), 1))
+
+    model = eq.prepare_qat(Net(), eq.QATConfig.int8())
+    assert "up" in model.float_layers and "not supported" in model.float_layers["up"]
+    kinds = collections.Counter(type(m).__name__ for m in model.modules())
+    assert kinds["QuantLinear"] == 1
