@@ -127,3 +127,72 @@ def test_unsupported_layers_are_listed() -> None:
     assert "up" in model.float_layers and "not supported" in model.float_layers["up"]
     kinds = collections.Counter(type(m).__name__ for m in model.modules())
     assert kinds["QuantLinear"] == 1
+
+
+def test_ptq_starts_from_the_same_torch_module(calibration, fp32_model, int8_model) -> None:
+    """eq.quantize on the nn.Module exports it first: the same model as PTQ on its ONNX export."""
+    from edgequant.zoo.train import demo_model
+
+    q = eq.quantize(
+        demo_model(),
+        eq.PTQConfig.int8(),
+        calibration=calibration,
+        example_input=torch.zeros(1, 1, 28, 28),
+    )
+    assert q.serialize() == int8_model.serialize()
+    with pytest.raises(eq.EdgeQuantError, match="example_input"):
+        eq.quantize(demo_model(), eq.PTQConfig.int8(), calibration=calibration)
+
+
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(
+    calibration, fmnist, tmp_path
+) -> None:
+    """Same seed: stop at step 5 (checkpoint at 4), resume, and end bit-identical to a clean run."""
+    from edgequant.zoo.train import demo_model
+
+    train, _ = fmnist
+    data = eq.ArrayDataset(train.images[:512], train.labels[:512], 64)
+    fresh = eq.prepare_qat(demo_model(), eq.QATConfig.int8(), calibration=calibration)
+    base = {k: v.clone() for k, v in fresh.state_dict().items()}
+    eq.finetune(fresh, data, epochs=2, lr=1e-3, seed=3)
+
+    def stop_at_5(stage: str, done: int, total: int | None) -> None:
+        if done == 5:
+            raise KeyboardInterrupt
+
+    resumed = eq.prepare_qat(demo_model(), eq.QATConfig.int8(), calibration=calibration)
+    resumed.load_state_dict(base)
+    with pytest.raises(KeyboardInterrupt):
+        eq.finetune(
+            resumed,
+            data,
+            epochs=2,
+            lr=1e-3,
+            seed=3,
+            checkpoint_dir=tmp_path,
+            checkpoint_every=2,
+            progress=stop_at_5,
+        )
+    again = eq.prepare_qat(demo_model(), eq.QATConfig.int8(), calibration=calibration)
+    again.load_state_dict(base)
+    losses = eq.finetune(
+        again, data, epochs=2, lr=1e-3, seed=3, checkpoint_dir=tmp_path, checkpoint_every=2
+    )
+    assert len(losses) == 16 - 4  # 8 steps per epoch, resumed after step 4
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
+
+
+def test_corrupt_checkpoint_is_a_clear_error(calibration, fmnist, tmp_path) -> None:
+    from edgequant.qat.train import CHECKPOINT
+    from edgequant.zoo.train import demo_model
+
+    (tmp_path / CHECKPOINT).write_bytes(b"not a checkpoint")
+    train, _ = fmnist
+    model = eq.prepare_qat(demo_model(), eq.QATConfig.int8(), calibration=calibration)
+    with pytest.raises(DataError, match="cannot resume"):
+        eq.finetune(
+            model,
+            eq.ArrayDataset(train.images[:64], train.labels[:64], 64),
+            checkpoint_dir=tmp_path,
+        )

@@ -1,4 +1,4 @@
-"""The one verb: `quantize(model, config, calibration=...)`."""
+"""The one verb: `quantize(model, config, calibration=...)`, for ONNX and torch models."""
 
 from __future__ import annotations
 
@@ -11,26 +11,47 @@ import onnx
 
 from edgequant import __version__
 from edgequant.config import PTQConfig
+from edgequant.errors import ConfigError
 from edgequant.model import Model, load
 from edgequant.progress import ProgressFn, silent
 
 
 def quantize(
-    model: Model | onnx.ModelProto | str | Path,
+    model: Any,
     config: PTQConfig | None = None,
     *,
     calibration: Iterable[Any] | None = None,
+    example_input: Any = None,
     progress: ProgressFn = silent,
 ) -> Model:
-    """Quantize an ONNX model (in memory or a path) as `config` says; static INT8 by default.
+    """Quantize a model as `config` says; static INT8 by default.
 
-    Returns a new in-memory `Model`; call `.save(path)` to write it with its `.quant.json`.
+    `model` is an ONNX model (a `Model`, a ModelProto or a path) or a torch `nn.Module`, which is
+    first exported to FP32 ONNX with `example_input` (one batch, e.g. torch.zeros(1, 3, 224, 224)),
+    so PTQ and QAT start from the same module. Returns a new in-memory `Model`; call
+    `.save(path)` to write it with its `.quant.json`.
     """
     from edgequant.ptq import quantize_onnx
 
-    source = load(model)
+    source = _as_onnx(model, example_input)
     config = config or PTQConfig.int8()
     out = quantize_onnx(source, config, calibration=calibration, progress=progress)
     out.provenance.setdefault("edgequant", __version__)
     out.provenance["source_sha256"] = hashlib.sha256(source.serialize()).hexdigest()
     return out
+
+
+def _as_onnx(model: Any, example_input: Any) -> Model:
+    if isinstance(model, Model | onnx.ModelProto | str | Path):
+        return load(model)
+    if type(model).__module__.startswith("torch") or hasattr(model, "state_dict"):
+        if example_input is None:
+            raise ConfigError(
+                "a torch model needs example_input=... (one input batch) to be exported to ONNX"
+            )
+        from edgequant.zoo.export import to_onnx
+
+        return to_onnx(model, example_input, type(model).__name__.lower())
+    raise ConfigError(
+        f"cannot quantize a {type(model).__name__}: give an ONNX model, a path, or a torch nn.Module"
+    )

@@ -1,16 +1,27 @@
-"""`finetune`: the common QAT training loop (users may equally train in their own loop)."""
+"""`finetune`: the common QAT training loop, with checkpoints and exact resume.
+
+Users may equally train in their own loop. Here, each epoch's order is derived from (seed, epoch)
+rather than from a running generator, so a run resumed from a checkpoint at step k sees exactly
+the batches an uninterrupted run sees and ends with the same weights. Checkpoints hold only
+tensors and plain numbers, are written atomically, and load with `weights_only=True`.
+"""
 
 from __future__ import annotations
 
+import io
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgequant.data import ArrayDataset, split_item
 from edgequant.errors import DataError
+from edgequant.model import write_atomic
 from edgequant.progress import ProgressFn, silent
+
+CHECKPOINT = "qat-checkpoint.pt"
 
 
 def finetune(
@@ -21,12 +32,17 @@ def finetune(
     lr: float = 1e-3,
     max_steps: int | None = None,
     seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 100,
     progress: ProgressFn = silent,
 ) -> list[float]:
     """SGD (momentum 0.9) with a cosine learning-rate schedule over (inputs, labels) batches.
 
-    An `ArrayDataset` is reshuffled every epoch with `seed`; other iterables are used as given.
-    Returns the loss of every step. A non-finite loss stops training with a clear error.
+    An `ArrayDataset` is reshuffled every epoch from (seed, epoch); other iterables are used as
+    given (and cannot be resumed mid-epoch exactly). With `checkpoint_dir`, a checkpoint is written
+    every `checkpoint_every` steps and an existing one is resumed from. A non-finite loss stops
+    training with a clear error; the last good checkpoint stays on disk. Returns the step losses
+    of this call.
     """
     import torch
 
@@ -39,42 +55,94 @@ def finetune(
         else None
     )
     total = max_steps or (epochs * per_epoch if per_epoch else None)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) if total else 1.0
-    )
-    rng = np.random.default_rng(seed)
+
+    def cosine(step: int) -> float:
+        return 0.5 * (1 + math.cos(math.pi * min(step, total) / total)) if total else 1.0
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine)
+    path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
+    step = _resume(path, model, opt, sched)
     losses: list[float] = []
     model.train()
-    for _ in range(epochs):
-        for item in _epoch(train_data, rng):
-            x, y = split_item(item)
-            if y is None:
-                raise DataError("QAT training data needs labels: give (inputs, labels) batches")
-            loss = torch.nn.functional.cross_entropy(model(torch.as_tensor(x)), torch.as_tensor(y))
-            if not torch.isfinite(loss):
-                raise DataError(
-                    f"the training loss became {loss.item()} at step {len(losses) + 1}: lower the learning rate"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    for epoch in range(epochs):
+        for i, item in enumerate(_epoch(train_data, seed, epoch)):
+            if epoch * (per_epoch or 0) + i < step:
+                continue  # already trained before the checkpoint
+            losses.append(_train_step(model, opt, item, step + 1))
             sched.step()
-            losses.append(loss.item())
-            progress("QAT fine-tuning", len(losses), total)
-            if max_steps is not None and len(losses) >= max_steps:
+            step += 1
+            if path is not None and step % checkpoint_every == 0:
+                _save(path, model, opt, sched, step)
+            progress("QAT fine-tuning", step, total)
+            if max_steps is not None and step >= max_steps:
                 model.eval()
                 return losses
     model.eval()
     return losses
 
 
-def _epoch(data: ArrayDataset | Iterable[Any], rng: np.random.Generator) -> Iterable[Any]:
+def _train_step(model: Any, opt: Any, item: Any, step: int) -> float:
+    import torch
+
+    x, y = split_item(item)
+    if y is None:
+        raise DataError("QAT training data needs labels: give (inputs, labels) batches")
+    loss = torch.nn.functional.cross_entropy(model(torch.as_tensor(x)), torch.as_tensor(y))
+    if not torch.isfinite(loss):
+        raise DataError(
+            f"the training loss became {loss.item()} at step {step}: lower the learning rate "
+            "(the last checkpoint, if any, holds the last good weights)"
+        )
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def _epoch(data: ArrayDataset | Iterable[Any], seed: int, epoch: int) -> Iterator[Any]:
     if not isinstance(data, ArrayDataset):
-        return data
-    order = rng.permutation(len(data))
+        return iter(data)
+    order = np.random.default_rng([seed, epoch]).permutation(len(data))
     x = (
         data.inputs[order]
         if not isinstance(data.inputs, dict)
         else {k: v[order] for k, v in data.inputs.items()}
     )
-    return ArrayDataset(x, None if data.labels is None else data.labels[order], data.batch_size)
+    return iter(
+        ArrayDataset(x, None if data.labels is None else data.labels[order], data.batch_size)
+    )
+
+
+def _save(path: Path, model: Any, opt: Any, sched: Any, step: int) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "step": step,
+        },
+        buf,
+    )
+    write_atomic(path, buf.getvalue())
+
+
+def _resume(path: Path | None, model: Any, opt: Any, sched: Any) -> int:
+    import torch
+
+    if path is None or not path.is_file():
+        return 0
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle objects
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+    except Exception as exc:
+        raise DataError(
+            f"cannot resume from {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}; "
+            "delete it to start over"
+        ) from None
+    return int(state["step"])
