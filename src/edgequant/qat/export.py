@@ -15,12 +15,11 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from edgequant.exporter import QuantPlan, TensorQuant, export_qdq
-from edgequant.exporter.graph import GraphIndex, attribute
+from edgequant.exporter.graph import GraphIndex
 from edgequant.model import Model
-from edgequant.primitives import dequantize
+from edgequant.ptq.preprocess import upgrade_opset
 from edgequant.ptq.rules import OP_RULES, Role
 from edgequant.spec import PerChannel, PerTensor, QType, QuantSpec, Symmetry
 
@@ -31,9 +30,12 @@ def export(model: Any, example_input: Any, name: str = "model") -> Model:
     """The QDQ ONNX model of a prepared (and trained) QAT model."""
     from edgequant.ptq.preprocess import _name_nodes
 
-    transport = _torch_export(model, example_input)
+    weight_log: list[tuple[QuantSpec, np.ndarray]] = []
+    transport = _torch_export(model, example_input, weight_log)
     _name_nodes(transport.graph)
-    float_model, plan = plan_from_transport(transport)
+    float_model, plan = plan_from_transport(transport, weight_log)
+    if plan.min_opset > OPSET:
+        float_model = upgrade_opset(float_model, plan.min_opset)
     out = Model(export_qdq(float_model, plan), name)
     config = getattr(model, "qat_config", None)
     out.provenance = {
@@ -45,12 +47,15 @@ def export(model: Any, example_input: Any, name: str = "model") -> Model:
     return out
 
 
-def _torch_export(model: Any, example_input: Any) -> onnx.ModelProto:
+def _torch_export(model: Any, example_input: Any, weight_log: list[Any]) -> onnx.ModelProto:
     import torch
 
-    from edgequant.qat.modules import Mode
+    from edgequant.qat.modules import Mode, QuantConv, QuantLinear
     from edgequant.qat.prepare import mode
 
+    weighted = [m for m in model.modules() if isinstance(m, QuantConv | QuantLinear)]
+    for m in weighted:
+        m.export_log = weight_log
     was_training = model.training
     model.eval()
     buf = io.BytesIO()
@@ -70,39 +75,33 @@ def _torch_export(model: Any, example_input: Any) -> onnx.ModelProto:
             )
     finally:
         model.train(was_training)
+        for m in weighted:
+            m.export_log = None
     return onnx.load_from_string(buf.getvalue())
 
 
-def plan_from_transport(transport: onnx.ModelProto) -> tuple[onnx.ModelProto, QuantPlan]:
-    """Strip the Q/DQ pairs of an exported fake-quant model; return the float graph and the plan."""
+def plan_from_transport(
+    transport: onnx.ModelProto, weight_log: list[tuple[QuantSpec, np.ndarray]] | None = None
+) -> tuple[onnx.ModelProto, QuantPlan]:
+    """Strip the Q/DQ pairs of an exported fake-quant model; return the float graph and the plan.
+
+    Activation quantizers arrive as Q/DQ pairs; weights arrive as constants on their grid, with
+    their (spec, scale) in `weight_log` (forward order)."""
     graph = transport.graph
+    _constants_to_initializers(graph)
     index = GraphIndex.of(graph)
     plan = QuantPlan()
     rewire: dict[str, str] = {}
     drop: set[str] = set()
     for q in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
         dq = index.consumers[q.output[0]][0]
-        scale = index.array(q.input[1]).astype(np.float32)
-        zp = index.array(q.input[2])
-        tq = _tensor_quant(
-            scale, zp, int(attribute(q, "axis", 1)), weight=index.is_constant(q.input[0])
-        )
-        src = q.input[0]
-        (plan.weights if index.is_constant(src) else plan.activations)[src] = tq
-        rewire[dq.output[0]] = src
+        scale = index.array(q.input[1]).astype(np.float32).reshape(())
+        zp = index.array(q.input[2]).reshape(())
+        qtype = QType.UINT8 if zp.dtype == np.uint8 else QType.INT8
+        spec = QuantSpec(qtype, Symmetry.AFFINE, PerTensor())
+        plan.activations[q.input[0]] = TensorQuant(spec, scale, zp.astype(np.int32))
+        rewire[dq.output[0]] = q.input[0]
         drop.update({q.name, dq.name})
-    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and n.name not in drop]:
-        # a weight whose QuantizeLinear torch's constant folding already applied: integer constant
-        if not index.is_constant(dq.input[0]):
-            continue
-        scale = index.array(dq.input[1]).astype(np.float32)
-        zp = index.array(dq.input[2])
-        tq = _tensor_quant(scale, zp, int(attribute(dq, "axis", 1)), weight=True)
-        values = dequantize(index.array(dq.input[0]), tq.scale, tq.zero_point, tq.spec)
-        name = dq.output[0]
-        graph.initializer.append(numpy_helper.from_array(values, name))
-        plan.weights[name] = tq
-        drop.add(dq.name)
     kept = [n for n in graph.node if n.name not in drop]
     for node in kept:
         for i, inp in enumerate(node.input):
@@ -110,22 +109,58 @@ def plan_from_transport(transport: onnx.ModelProto) -> tuple[onnx.ModelProto, Qu
     del graph.node[:]
     graph.node.extend(kept)
     _drop_unused_constants(graph)
+    _weights_from_log(graph, plan, weight_log or [])
     index = GraphIndex.of(graph)
     _share_through_data_movement(graph, index, plan)
     _biases_and_folds(graph, index, plan)
     return transport, plan
 
 
-def _tensor_quant(scale: np.ndarray, zp: np.ndarray, axis: int, weight: bool) -> TensorQuant:
-    qtype = QType.UINT8 if zp.dtype == np.uint8 else QType.INT8
-    granularity = PerChannel(axis) if scale.ndim == 1 and scale.size > 1 else PerTensor()
-    symmetry = Symmetry.SYMMETRIC if weight else Symmetry.AFFINE
-    shape = scale.shape if granularity != PerTensor() else ()
-    return TensorQuant(
-        QuantSpec(qtype, symmetry, granularity),
-        scale.reshape(shape),
-        zp.astype(np.int32).reshape(shape),
-    )
+def _weights_from_log(
+    graph: onnx.GraphProto, plan: QuantPlan, log: list[tuple[QuantSpec, np.ndarray]]
+) -> None:
+    """Pair each weighted node's constant weight (graph order = forward order) with the
+    (spec, scale) its module logged during the export."""
+    index = GraphIndex.of(graph)
+    weights = [
+        n.input[1]
+        for n in graph.node
+        if n.op_type in ("Conv", "Gemm", "MatMul") and index.is_constant(n.input[1])
+    ]
+    weights = list(dict.fromkeys(weights))
+    if not log:
+        return
+    if len(log) % max(len(weights), 1) or not weights:
+        raise ValueError(
+            f"{len(log)} logged weights for {len(weights)} weighted nodes in the export"
+        )
+    for name, (spec, scale) in zip(weights, log[-len(weights) :], strict=True):
+        aimed = QuantSpec(spec.qtype, spec.symmetry, PerChannel(0), spec.narrow_range)
+        plan.weights[name] = TensorQuant(
+            aimed, scale.astype(np.float32), np.zeros(scale.shape, np.int32)
+        )
+        if spec.qtype.bits == 4:
+            plan.min_opset = max(plan.min_opset, 21)  # int4 tensors
+
+
+def _constants_to_initializers(graph: onnx.GraphProto) -> None:
+    """Constant nodes become initializers, which the exporter can replace by quantized ones."""
+    kept = []
+    for node in graph.node:
+        value = (
+            next((a.t for a in node.attribute if a.name == "value"), None)
+            if node.op_type == "Constant"
+            else None
+        )
+        if value is None:
+            kept.append(node)
+            continue
+        tensor = onnx.TensorProto()
+        tensor.CopyFrom(value)
+        tensor.name = node.output[0]
+        graph.initializer.append(tensor)
+    del graph.node[:]
+    graph.node.extend(kept)
 
 
 def _drop_unused_constants(graph: onnx.GraphProto) -> None:

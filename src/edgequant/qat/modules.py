@@ -72,6 +72,20 @@ def weight_scale(w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     return torch.from_numpy(np.asarray(scale, np.float32))
 
 
+def transport_weight(module: nn.Module, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The weight for the ONNX export: its fake-quantized values as a constant (made through
+    numpy so that tracing records a constant, not the ops). torch's exporter cannot write 4-bit
+    quantizers, so the grid travels beside the graph: the module appends (spec, scale) to
+    `module.export_log`, in forward order, and `export.py` pairs them with the graph's weights."""
+    spec: QuantSpec = module.spec  # type: ignore[assignment]
+    with torch.no_grad():
+        on_grid = fake_quant_weight(w, scale, spec.qmin, spec.qmax).numpy().copy()
+    log = getattr(module, "export_log", None)
+    if log is not None:
+        log.append((spec, scale.numpy().copy()))
+    return torch.from_numpy(on_grid)
+
+
 class QuantConv(nn.Module):
     """Conv with fake-quantized weights; a following BatchNorm is folded in (Jacob et al. 2018,
     Krishnamoorthi 2018): the conv runs with the folded weight that will be deployed, BN
@@ -122,14 +136,7 @@ class QuantConv(nn.Module):
             return self.conv._conv_forward(x, w, b)
         scale = weight_scale(w, self.spec)
         if self.mode is Mode.EXPORT:
-            w = torch.fake_quantize_per_channel_affine(
-                w.detach(),
-                scale,
-                torch.zeros(len(scale), dtype=torch.int32),
-                0,
-                self.spec.qmin,
-                self.spec.qmax,
-            )
+            w = transport_weight(self, w, scale)
             return self.conv._conv_forward(x, w, b.detach())
         return self.conv._conv_forward(
             x, fake_quant_weight(w, scale, self.spec.qmin, self.spec.qmax), b
@@ -150,14 +157,7 @@ class QuantLinear(nn.Module):
             return nn.functional.linear(x, w, self.linear.bias)
         scale = weight_scale(w, self.spec)
         if self.mode is Mode.EXPORT:
-            wq = torch.fake_quantize_per_channel_affine(
-                w.detach(),
-                scale,
-                torch.zeros(len(scale), dtype=torch.int32),
-                0,
-                self.spec.qmin,
-                self.spec.qmax,
-            )
+            wq = transport_weight(self, w, scale)
             return nn.functional.linear(
                 x, wq, None if self.linear.bias is None else self.linear.bias.detach()
             )
