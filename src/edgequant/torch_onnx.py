@@ -1,0 +1,52 @@
+"""Export a torch module to ONNX with the TorchScript exporter.
+
+We use `dynamo=False` on purpose (measured in ../shared/PEER-FINDINGS.md): the dynamo exporter
+writes weights to a side `.onnx.data` file even for tiny models and turns global average pooling
+into ReduceMean, which ONNX Runtime leaves in float. The TorchScript path emits
+GlobalAveragePool, folds constants, and is deterministic.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Any
+
+import onnx
+
+from edgequant.model import Model
+
+OPSET = 17
+
+
+def to_onnx(module: Any, example_input: Any, name: str = "model") -> Model:
+    """FP32 ONNX of `module` (run in eval mode), with a dynamic batch dimension."""
+    proto = export_proto(module, example_input)
+    proto.producer_name, proto.producer_version = "edgequant", ""
+    return Model(proto, name)
+
+
+def export_proto(module: Any, example_input: Any) -> onnx.ModelProto:
+    """torch.onnx.export in eval mode, no gradients; the module's train/eval state is restored."""
+    import torch
+
+    was_training = module.training
+    module.eval()
+    buf = io.BytesIO()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(
+                module,
+                (example_input,),
+                buf,
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                do_constant_folding=True,
+            )
+    finally:
+        module.train(was_training)
+    return onnx.load_from_string(buf.getvalue())
