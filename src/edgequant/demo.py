@@ -158,6 +158,7 @@ def run_demo(out_dir: Path, *, progress: ProgressFn = silent, bench_rounds: int 
         "Peak session memory (MiB): "
         + ", ".join(f"{b.name.split('.', 1)[1]} {b.peak_memory_mb:.1f}" for b in bench),
         "Models are in models/, each with a .quant.json saying how it was made.",
+        _weakest_layers(built[0][1], fp32, test_data),
     ]
     report = write_report(
         out_dir,
@@ -168,3 +169,15 @@ def run_demo(out_dir: Path, *, progress: ProgressFn = silent, bench_rounds: int 
         {"benchmark": [b.to_dict() for b in bench]},
     )
     return DemoResult(rows, ref.top1, report)
+
+
+def _weakest_layers(quantized: Model, fp32: Model, data: ArrayDataset) -> str:
+    """One sentence naming the nodes that add the most quantization error (per-layer SQNR)."""
+    from edgequant.ptq.preprocess import optimize
+    from edgequant.runtime.evaluate import layer_sqnr
+
+    rows = sorted(
+        layer_sqnr(quantized, optimize(fp32), data, max_batches=2), key=lambda r: r.own_sqnr_db
+    )
+    named = ", ".join(f"{r.node} ({r.own_sqnr_db:.1f} dB)" for r in rows[:3])
+    return f"Default INT8: the nodes adding the most error (lowest own SQNR) are {named}."

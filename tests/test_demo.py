@@ -1,0 +1,28 @@
+"""`edgequant demo` end to end on the real task (uses the cached FP32 model when present)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgequant.demo import run_demo, variants
+
+
+def test_demo_writes_a_complete_report(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = run_demo(out, bench_rounds=1)
+    names = [r.name for r in result.rows]
+    assert names == ["fp32", *(v.name for v in variants())]
+    default = result.rows[1]
+    assert result.reference_top1 - default.top1 <= 0.003  # the issue's bar for the default
+    assert default.latency_ratio["b32/t1"] < 1.0
+    for name in ("report.md", "report.html", "report.json", "tradeoff.png"):
+        assert (out / name).stat().st_size > 0
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["rows"]) == len(names) and report["benchmark"]
+    md = (out / "report.md").read_text()
+    assert "| int8 |" in md and "nodes adding the most error" in md
+    assert (out / "report.html").read_text().count("<tr>") == len(names) + 1
+    for v in variants():
+        model = out / "models" / f"edgecnn.{v.name}.onnx"
+        assert model.is_file() and model.with_name(f"edgecnn.{v.name}.quant.json").is_file()
