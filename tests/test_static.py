@@ -152,3 +152,17 @@ def test_calibration_respects_the_sample_limit(fp32_model, fmnist) -> None:
     result = calibrate(model, ["input"], data, num_bins=256, max_samples=300)
     assert result.samples == 300
     assert result.observers["input"].counts.sum() == int((train.images[:300] != 0).sum())
+
+
+def test_models_with_a_fixed_batch_of_one(fp32_model, calibration, test_data, fp32_eval) -> None:
+    """Many exported models fix the batch at 1: calibration and evaluation split batches for them,
+    and the benchmark refuses to mislabel a batch it cannot run."""
+    fixed = eq.Model(onnx.ModelProto(), "fixed")
+    fixed.proto.CopyFrom(fp32_model.proto)
+    for value in (*fixed.proto.graph.input, *fixed.proto.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    q = eq.quantize(fixed, eq.PTQConfig.int8(), calibration=calibration.take(200))
+    res = eq.evaluate(q, test_data.take(2000), reference=fixed)
+    assert res.samples == 2000 and res.agreement >= 0.99
+    with pytest.raises(eq.EdgeQuantError, match="fixed batch size of 1"):
+        eq.benchmark(q, batch_sizes=(32,), threads=(1,), rounds=1, memory=False)

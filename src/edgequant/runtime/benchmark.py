@@ -117,6 +117,10 @@ def random_feed(specs: list[InputSpec], batch: int, seed: int = 0) -> dict[str, 
         shape = []
         for i, dim in enumerate(spec.shape):
             if isinstance(dim, int) and dim > 0:
+                if i == 0 and dim != batch:
+                    raise ModelError(
+                        f"input {spec.name!r} has a fixed batch size of {dim}: benchmark it at batch {dim}"
+                    )
                 shape.append(dim)
             elif i == 0:
                 shape.append(batch)

@@ -17,7 +17,7 @@ from edgequant.data import split_item
 from edgequant.errors import DataError
 from edgequant.model import Model
 from edgequant.progress import ProgressFn, silent
-from edgequant.runtime.session import Optimization, input_specs, make_feed, make_session
+from edgequant.runtime.session import Optimization, input_specs, make_feed, make_session, run_feed
 
 
 @dataclass(frozen=True)
@@ -53,13 +53,13 @@ def evaluate(
     for item in data:
         batch, labels = split_item(item)
         feed = make_feed(batch, specs)
-        logits = np.asarray(sess.run(None, feed)[0])
+        logits = np.asarray(run_feed(sess, feed, specs)[0])
         labelled = labelled and labels is not None
         if labels is not None:
             hits1 += int((logits.argmax(-1) == labels).sum())
             hits5 += int(_topk_hits(logits, labels, 5))
         if ref is not None:
-            ref_logits = np.asarray(ref.run(None, feed)[0])
+            ref_logits = np.asarray(run_feed(ref, feed, specs)[0])
             agree += int((ref_logits.argmax(-1) == logits.argmax(-1)).sum())
             signal += float(np.sum(ref_logits.astype(np.float64) ** 2))
             noise += float(np.sum((ref_logits.astype(np.float64) - logits) ** 2))
@@ -129,10 +129,10 @@ def layer_sqnr(
             break
         feed = make_feed(split_item(item)[0], specs)
         q_out = dict(
-            zip([o.name for o in q_sess.get_outputs()], q_sess.run(None, feed), strict=True)
+            zip([o.name for o in q_sess.get_outputs()], run_feed(q_sess, feed, specs), strict=True)
         )
         r_out = dict(
-            zip([o.name for o in r_sess.get_outputs()], r_sess.run(None, feed), strict=True)
+            zip([o.name for o in r_sess.get_outputs()], run_feed(r_sess, feed, specs), strict=True)
         )
         for t, dq in pairs:
             ref = r_out[t].astype(np.float64)

@@ -128,3 +128,17 @@ def split_for_fixed_batch(
 
 def _fmt(shape: tuple[int | str | None, ...]) -> str:
     return "(" + ", ".join(str(d) if d not in (None, "") else "?" for d in shape) + ")"
+
+
+def run_feed(
+    session: Any,
+    feed: dict[str, NDArray[Any]],
+    specs: list[InputSpec],
+    outputs: list[str] | None = None,
+) -> list[NDArray[Any]]:
+    """Run one batch; a model with a fixed batch size of 1 runs sample by sample, concatenated."""
+    parts = split_for_fixed_batch(feed, specs)
+    if len(parts) == 1:
+        return session.run(outputs, parts[0])
+    runs = [session.run(outputs, part) for part in parts]
+    return [np.concatenate(chunk) for chunk in zip(*runs, strict=True)]
