@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "prepare_qat": "edgequant.qat.prepare",
     "finetune": "edgequant.qat.train",
     "export": "edgequant.qat.export",
+    "compare": "edgequant.compare",
 }
 __all__ = sorted([*_EXPORTS, "__version__"])
 
@@ -55,6 +56,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from edgequant.api import quantize
+    from edgequant.compare import compare
     from edgequant.config import Calibrator, Method, PTQConfig, Target
     from edgequant.data import ArrayDataset, Dataset, load_data
     from edgequant.errors import EdgeQuantError

@@ -1,0 +1,40 @@
+"""`edgequant compare`: the PTQ-vs-QAT report on the real demo task (few QAT steps, for time)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+import edgequant as eq
+from edgequant.compare import Recipe, compare
+
+
+def test_compare_reports_ptq_and_qat_side_by_side(fmnist, calibration, tmp_path: Path) -> None:
+    from edgequant.zoo.train import demo_model
+
+    train, test = fmnist
+    recipes = [
+        Recipe("W8A8", eq.QATConfig.int8(), 3, 1e-4),
+        Recipe("W4A8", eq.QATConfig.w4a8(), 3, 1e-3),
+    ]
+    result = compare(
+        demo_model,
+        torch.zeros(1, 1, 28, 28),
+        calibration=calibration,
+        train=eq.ArrayDataset(train.images[:1024], train.labels[:1024], 64),
+        test=eq.ArrayDataset(test.images[:2000], test.labels[:2000], 1000),
+        recipes=recipes,
+        out_dir=tmp_path / "cmp",
+    )
+    names = [r.name for r in result.rows]
+    assert names == ["fp32", "PTQ W8A8", "QAT W8A8", "PTQ W4A8", "QAT W4A8"]
+    by = {r.name: r for r in result.rows}
+    assert by["PTQ W4A8"].size_bytes < 0.8 * by["PTQ W8A8"].size_bytes  # INT4 storage
+    assert abs(by["PTQ W8A8"].top1 - result.reference_top1) <= 0.005
+    assert by["QAT W8A8"].quantize_s > by["PTQ W8A8"].quantize_s
+    assert "192" in by["QAT W8A8"].note  # 3 steps x 64 samples
+    report = json.loads((tmp_path / "cmp" / "report.json").read_text())
+    assert [r["name"] for r in report["rows"]] == names
+    assert (tmp_path / "cmp" / "tradeoff.png").stat().st_size > 0
