@@ -304,15 +304,25 @@ def bench(
     _emit({"results": [r.to_dict() for r in res]}, as_json, human)
 
 
+def _out_option(default: str) -> Callable[[Any], Any]:
+    return click.option(
+        "-o", "--out", default=default, show_default=True, type=click.Path(), help="Report folder."
+    )
+
+
+def _print_report(rows: list[Any], reference_top1: float, report: dict[str, Path]) -> None:
+    """The report's table in the terminal, and where the files are."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from edgequant.report import markdown_table
+
+    Console().print(Markdown(markdown_table(rows, reference_top1)))
+    click.echo(f"report: {report['html']}  ({report['markdown']})")
+
+
 @cli.command()
-@click.option(
-    "-o",
-    "--out",
-    default="edgequant-demo",
-    show_default=True,
-    type=click.Path(),
-    help="Report folder.",
-)
+@_out_option("edgequant-demo")
 def demo(out: str) -> None:
     """Run the whole workflow on Fashion-MNIST with a built-in edge CNN.
 
@@ -320,27 +330,16 @@ def demo(out: str) -> None:
     way that applies, evaluates each variant on the 10,000 test images, benchmarks them side by
     side and writes report.md / report.html / report.json and the models into the folder.
     """
-    from rich.console import Console
-    from rich.markdown import Markdown
 
     from edgequant.demo import run_demo
-    from edgequant.report import markdown_table
 
     with _progress() as progress:
         result = run_demo(Path(out), progress=progress)
-    Console().print(Markdown(markdown_table(result.rows, result.reference_top1)))
-    click.echo(f"report: {result.report['html']}  ({result.report['markdown']})")
+    _print_report(result.rows, result.reference_top1, result.report)
 
 
 @cli.command(name="compare")
-@click.option(
-    "-o",
-    "--out",
-    default="edgequant-compare",
-    show_default=True,
-    type=click.Path(),
-    help="Report folder.",
-)
+@_out_option("edgequant-compare")
 @click.option("--steps8", default=400, show_default=True, help="QAT steps at W8A8.")
 @click.option("--steps4", default=800, show_default=True, help="QAT steps at W4A8.")
 def compare_cmd(out: str, steps8: int, steps4: int) -> None:
@@ -353,12 +352,9 @@ def compare_cmd(out: str, steps8: int, steps4: int) -> None:
     """
     import numpy as np
     import torch
-    from rich.console import Console
-    from rich.markdown import Markdown
 
     from edgequant.compare import compare, default_recipes
     from edgequant.data import ArrayDataset
-    from edgequant.report import markdown_table
     from edgequant.zoo import fashion_mnist
     from edgequant.zoo.train import demo_model
 
@@ -375,8 +371,7 @@ def compare_cmd(out: str, steps8: int, steps4: int) -> None:
             out_dir=Path(out),
             progress=progress,
         )
-    Console().print(Markdown(markdown_table(result.rows, result.reference_top1)))
-    click.echo(f"report: {result.report['html']}  ({result.report['markdown']})")
+    _print_report(result.rows, result.reference_top1, result.report)
 
 
 def main() -> None:
