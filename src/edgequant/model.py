@@ -35,6 +35,16 @@ class Model:
         inits = {i.name for i in self.proto.graph.initializer}
         return [i.name for i in self.proto.graph.input if i.name not in inits]
 
+    def with_outputs(self, names: list[str]) -> Model:
+        """A copy whose graph also outputs the tensors `names` (to observe intermediate values)."""
+        proto = onnx.ModelProto()
+        proto.CopyFrom(self.proto)
+        present = {o.name for o in proto.graph.output}
+        proto.graph.output.extend(
+            onnx.helper.make_empty_tensor_value_info(t) for t in names if t not in present
+        )
+        return Model(proto, self.name)
+
     def save(self, path: str | Path) -> Path:
         """Write the model and `<stem>.quant.json` atomically (temporary file, then rename)."""
         path = Path(path)

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import helper
 
 from edgequant.data import as_batches
 from edgequant.errors import DataError
@@ -49,7 +47,7 @@ def calibrate(
     """Run the model over `data` (batches) and observe `tensors`."""
     graph_inputs = set(model.input_names)
     inner = [t for t in tensors if t not in graph_inputs]
-    session = make_session(_expose(model, inner), optimization=Optimization.NONE)
+    session = make_session(model.with_outputs(inner), optimization=Optimization.NONE)
     specs = input_specs(session)
     out_names = [o.name for o in session.get_outputs()]
     observers = {t: HistogramObserver(num_bins, histogram) for t in tensors}
@@ -79,14 +77,3 @@ def calibrate(
             "the calibration data is empty: give at least one batch (a few hundred samples is typical)"
         )
     return CalibrationResult(observers, non_float, samples)
-
-
-def _expose(model: Model, tensors: list[str]) -> Model:
-    """A copy of the model whose graph also outputs `tensors`."""
-    proto = onnx.ModelProto()
-    proto.CopyFrom(model.proto)
-    present = {o.name for o in proto.graph.output}
-    for name in tensors:
-        if name not in present:
-            proto.graph.output.append(helper.make_empty_tensor_value_info(name))
-    return Model(proto, model.name)

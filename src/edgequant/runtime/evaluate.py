@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from edgequant.data import split_item
 from edgequant.errors import DataError
@@ -117,10 +116,10 @@ def layer_sqnr(
     )
     pairs = [(t, dq) for t, dq in _dq_pairs(quantized.proto) if t in ref_names]
     q_sess = make_session(
-        _with_outputs(quantized, [dq for _, dq in pairs]), optimization=Optimization.NONE
+        quantized.with_outputs([dq for _, dq in pairs]), optimization=Optimization.NONE
     )
     r_sess = make_session(
-        _with_outputs(reference, [t for t, _ in pairs]), optimization=Optimization.NONE
+        reference.with_outputs([t for t, _ in pairs]), optimization=Optimization.NONE
     )
     specs = input_specs(q_sess)
     sums = {t: [0.0, 0.0] for t, _ in pairs}
@@ -175,16 +174,6 @@ def _dq_pairs(proto: onnx.ModelProto) -> list[tuple[str, str]]:
         for n in proto.graph.node
         if n.op_type == "DequantizeLinear" and n.input[0] in q_input
     ]
-
-
-def _with_outputs(model: Model, names: list[str]) -> Model:
-    proto = onnx.ModelProto()
-    proto.CopyFrom(model.proto)
-    present = {o.name for o in proto.graph.output}
-    proto.graph.output.extend(
-        helper.make_empty_tensor_value_info(t) for t in names if t not in present
-    )
-    return Model(proto, model.name)
 
 
 __all__ = ["EvalResult", "LayerError", "evaluate", "layer_sqnr"]
