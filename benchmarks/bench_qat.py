@@ -17,8 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
 
-import edgequant as eq
-from _common import calibration_indices, machine, write_readme_section
+from _common import machine, write_readme_section
 
 
 def main() -> None:
@@ -30,19 +29,10 @@ def main() -> None:
     torch.set_num_threads(2)
 
     from edgequant.compare import compare, default_recipes
-    from edgequant.zoo import fashion_mnist
-    from edgequant.zoo.train import demo_model
+    from edgequant.zoo.tasks import fashion_mnist
 
-    train, test = fashion_mnist.load("train"), fashion_mnist.load("test")
     recipes = default_recipes(args.steps8, args.steps4)
-    result = compare(
-        demo_model,
-        torch.zeros(1, 1, 28, 28),
-        calibration=eq.ArrayDataset(train.images[calibration_indices(500)], None, 100),
-        train=eq.ArrayDataset(train.images, train.labels, 128),
-        test=eq.ArrayDataset(test.images, test.labels, 1000),
-        recipes=recipes,
-    )
+    result = compare(fashion_mnist(), recipes=recipes)
     ref = result.reference_top1
     lines = [
         "| method | top-1 % | drop (pts) | agree % | time to quantize | data used | size KB | latency × b1/t2 | latency × b32/t2 |",

@@ -9,6 +9,7 @@ import torch
 
 import edgequant as eq
 from edgequant.compare import Recipe, compare
+from edgequant.task import TrainingTask
 
 
 def test_compare_reports_ptq_and_qat_side_by_side(fmnist, calibration, tmp_path: Path) -> None:
@@ -19,15 +20,14 @@ def test_compare_reports_ptq_and_qat_side_by_side(fmnist, calibration, tmp_path:
         Recipe("W8A8", eq.QATConfig.int8(), 3, 1e-4),
         Recipe("W4A8", eq.QATConfig.w4a8(), 3, 1e-3),
     ]
-    result = compare(
-        demo_model,
-        torch.zeros(1, 1, 28, 28),
-        calibration=calibration,
+    task = TrainingTask(
+        demo_model(),
         train=eq.ArrayDataset(train.images[:1024], train.labels[:1024], 64),
         test=eq.ArrayDataset(test.images[:2000], test.labels[:2000], 1000),
-        recipes=recipes,
-        out_dir=tmp_path / "cmp",
+        calibration=calibration,
+        example_input=torch.zeros(1, 1, 28, 28),
     )
+    result = compare(task, recipes=recipes, out_dir=tmp_path / "cmp")
     names = [r.name for r in result.rows]
     assert names == ["fp32", "PTQ W8A8", "QAT W8A8", "PTQ W4A8", "QAT W4A8"]
     by = {r.name: r for r in result.rows}

@@ -12,7 +12,7 @@ def test_demo_writes_a_complete_report(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     result = run_demo(out, bench_rounds=1)
     names = [r.name for r in result.rows]
-    assert names == ["fp32", *(v.name for v in variants())]
+    assert names == ["fp32", *(v.name for v in variants()), "ptq-w4a8", "qat-w4a8"]
     default = result.rows[1]
     assert result.reference_top1 - default.top1 <= 0.003  # the bar for the default
     assert default.latency_ratio["b32/t1"] < 1.0
@@ -22,6 +22,9 @@ def test_demo_writes_a_complete_report(tmp_path: Path) -> None:
     assert len(report["rows"]) == len(names) and report["benchmark"]
     md = (out / "report.md").read_text()
     assert "| int8 |" in md and "nodes adding the most error" in md
+    top1 = {r.name: r.top1 for r in result.rows}
+    assert top1["qat-w4a8"] > top1["ptq-w4a8"]  # the short QAT recovers some of PTQ's 4-bit loss
+    assert "PTQ vs QAT at 4-bit weights" in md
     assert (out / "report.html").read_text().count("<tr>") == len(names) + 1
     for v in variants():
         model = out / "models" / f"edgecnn.{v.name}.onnx"

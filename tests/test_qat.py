@@ -228,3 +228,52 @@ def test_w4a8_exports_int4_weights(calibration, fmnist) -> None:
         [sess.run(None, {"input": test.images[i : i + 1000]})[0] for i in range(0, 10_000, 1000)]
     )
     assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.99
+
+
+def test_moving_minmax_follows_batch_ranges() -> None:
+    """Range tracking (Jacob et al. 2018): an exponential moving average of batch min and max,
+    starting from the calibrated range, updated in training only; the scale is not learned."""
+    from edgequant.config import ACTIVATIONS_UINT8, Calibrator
+    from edgequant.qat.config import RangeLearning
+    from edgequant.qat.modules import ActivationQuantizer
+
+    q = ActivationQuantizer(ACTIVATIONS_UINT8, RangeLearning.MOVING_MINMAX, momentum=0.1)
+    q.start_observing(Calibrator.MINMAX)
+    with mode(q, Mode.OBSERVE):
+        q(torch.linspace(0, 1, 101))
+    q.finish_observing(Calibrator.MINMAX)
+    assert q.scale.item() == pytest.approx(1 / 255)
+    assert not q.scale.requires_grad
+    q.train()
+    q(torch.tensor([-1.0, 3.0]))
+    lo, hi = -0.1, 1 + 0.1 * (3 - 1)
+    assert q.running_range.tolist() == pytest.approx([lo, hi])
+    assert q.scale.item() == pytest.approx((hi - lo) / 255, rel=1e-6)
+    q.eval()
+    q(torch.tensor([-5.0, 10.0]))
+    assert q.running_range.tolist() == pytest.approx([lo, hi])
+
+
+def test_w4a4_exports_uint4_activations(calibration, fmnist) -> None:
+    """W4A4: 4-bit weights (int4) and 4-bit activations (uint4) in the exported graph, which
+    ONNX Runtime runs (through float: it has no 4-bit activation kernels).
+
+    Known gap, measured: the runtime's int32 bias grid (input scale x weight scale; ONNX
+    Runtime also re-quantizes float biases itself) is not modelled by the fake-quant model, and
+    at 4-bit activations it moves outputs across 4-bit steps: the export agrees with the
+    fake-quant model on 85% of predictions (W4A8: 99%). The accuracy floor below (warm start,
+    no training: measured 79.4%; chance is 10%) catches a broken export, not that gap."""
+    from edgequant.zoo.train import demo_model
+
+    _, test = fmnist
+    model = eq.prepare_qat(demo_model(), eq.QATConfig.w4a4(), calibration=calibration)
+    exported = eq.export(model, torch.zeros(1, 1, 28, 28), "w4a4")
+    graph = exported.proto.graph
+    inits = {i.name: i for i in graph.initializer}
+    act_zero_points = collections.Counter(
+        inits[n.input[2]].data_type for n in graph.node if n.op_type == "QuantizeLinear"
+    )
+    assert set(act_zero_points) == {onnx.TensorProto.UINT4} and act_zero_points.total() >= 20
+    assert exported.proto.opset_import[0].version == 21
+    res = eq.evaluate(exported, eq.ArrayDataset(test.images, test.labels, 1000))
+    assert res.top1 >= 0.75

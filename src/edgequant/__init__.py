@@ -40,6 +40,9 @@ _EXPORTS: dict[str, str] = {
     "finetune": "edgequant.qat.train",
     "export": "edgequant.qat.export",
     "compare": "edgequant.compare",
+    "TrainingTask": "edgequant.task",
+    "load_task": "edgequant.task",
+    "RangeLearning": "edgequant.qat.config",
 }
 __all__ = sorted([*_EXPORTS, "__version__"])
 
@@ -61,10 +64,11 @@ if TYPE_CHECKING:
     from edgequant.data import ArrayDataset, Dataset, load_data
     from edgequant.errors import EdgeQuantError
     from edgequant.model import Model, load
-    from edgequant.qat.config import QATConfig
+    from edgequant.qat.config import QATConfig, RangeLearning
     from edgequant.qat.export import export
     from edgequant.qat.prepare import prepare_qat
     from edgequant.qat.train import finetune
     from edgequant.runtime.benchmark import BenchResult, benchmark
     from edgequant.runtime.evaluate import EvalResult, LayerError, evaluate, layer_sqnr
     from edgequant.spec import PerChannel, PerGroup, PerTensor, QType, QuantSpec, Symmetry
+    from edgequant.task import TrainingTask, load_task

@@ -10,15 +10,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from edgequant.data import ArrayDataset
+from edgequant.errors import ConfigError
 from edgequant.model import Model, check_writable_dir
 from edgequant.progress import ProgressFn, silent
 from edgequant.qat import QATConfig, export, finetune, prepare_qat
 from edgequant.report import Row, write_report
 from edgequant.runtime.benchmark import benchmark
 from edgequant.runtime.evaluate import evaluate
+from edgequant.task import TrainingTask
 from edgequant.torch_onnx import to_onnx
 
 
@@ -32,12 +32,25 @@ class Recipe:
     lr: float
 
 
+PRESETS = {"W8A8": QATConfig.int8, "W4A8": QATConfig.w4a8, "W4A4": QATConfig.w4a4}
+# (steps, learning rate) at batch 128, measured on the demo task by benchmarks/bench_qat.py
+DEFAULT_SCHEDULE = {8: (400, 5e-4), 4: (800, 2e-3)}
+
+
+def default_recipe(label: str, steps: int | None = None, lr: float | None = None) -> Recipe:
+    """The preset `label` (W8A8, W4A8, W4A4) with the measured default schedule for its
+    weight bits, or the given steps / learning rate."""
+    key = label.upper()
+    if key not in PRESETS:
+        raise ConfigError(f"unknown QAT precision {label!r}: choose one of {', '.join(PRESETS)}")
+    config = PRESETS[key]()
+    default_steps, default_lr = DEFAULT_SCHEDULE[config.weights.qtype.bits]
+    return Recipe(key, config, steps or default_steps, lr or default_lr)
+
+
 def default_recipes(steps8: int = 400, steps4: int = 800) -> list[Recipe]:
     """The measured defaults of benchmarks/bench_qat.py."""
-    return [
-        Recipe("W8A8", QATConfig.int8(), steps8, 5e-4),
-        Recipe("W4A8", QATConfig.w4a8(), steps4, 2e-3),
-    ]
+    return [default_recipe("W8A8", steps8), default_recipe("W4A8", steps4)]
 
 
 @dataclass
@@ -48,46 +61,40 @@ class Comparison:
 
 
 def compare(
-    make_model: Any,
-    example_input: Any,
+    task: TrainingTask,
     *,
-    calibration: ArrayDataset,
-    train: ArrayDataset,
-    test: ArrayDataset,
     recipes: list[Recipe] | None = None,
     out_dir: Path | None = None,
     progress: ProgressFn = silent,
 ) -> Comparison:
-    """`make_model()` returns a fresh trained FP32 nn.Module each call (QAT changes weights)."""
+    """PTQ and QAT of `task.model` for each recipe, measured on `task.test` (required)."""
+    if task.test is None:
+        raise ConfigError("compare needs labelled test data: give the task a `test` iterable")
     if out_dir is not None:
         check_writable_dir(out_dir.parent if not out_dir.exists() else out_dir)
-    fp32 = to_onnx(make_model(), example_input, "fp32")
-    reference = evaluate(fp32, test).top1
+    fp32 = to_onnx(task.model, task.example_input, "fp32")
+    reference = evaluate(fp32, task.test).top1
     assert reference is not None
+    batch = getattr(task.train, "batch_size", None)
     built: list[tuple[str, str, Model, float, str]] = []
     for recipe in recipes or default_recipes():
         t0 = time.perf_counter()
-        model = prepare_qat(make_model(), recipe.config, calibration=calibration)
-        ptq = export(model, example_input, f"ptq-{recipe.label}")
-        ptq_s = time.perf_counter() - t0
-        built.append((f"PTQ {recipe.label}", "ptq", ptq, ptq_s, f"{len(calibration)} unlabelled"))
+        model = prepare_qat(task.model, recipe.config, calibration=task.calibration)
+        calibrated = f"{model.calibration_samples} unlabelled"
+        ptq = export(model, task.example_input, f"ptq-{recipe.label}")
+        built.append((f"PTQ {recipe.label}", "ptq", ptq, time.perf_counter() - t0, calibrated))
         finetune(
             model,
-            train,
+            task.train,
+            epochs=recipe.steps,  # an upper bound: training stops after `steps`
             lr=recipe.lr,
             max_steps=recipe.steps,
             progress=lambda _s, d, t, r=recipe: progress(f"QAT {r.label}", d, t),
         )
-        qat = export(model, example_input, f"qat-{recipe.label}")
-        seen = recipe.steps * train.batch_size
+        qat = export(model, task.example_input, f"qat-{recipe.label}")
+        seen = f"{recipe.steps * batch:,} labelled" if batch else f"{recipe.steps} labelled batches"
         built.append(
-            (
-                f"QAT {recipe.label}",
-                "qat",
-                qat,
-                time.perf_counter() - t0,
-                f"{len(calibration)} + {seen:,} labelled",
-            )
+            (f"QAT {recipe.label}", "qat", qat, time.perf_counter() - t0, f"{calibrated} + {seen}")
         )
     bench = benchmark(
         [fp32, *(b[2] for b in built)],
@@ -114,7 +121,7 @@ def compare(
         )
     ]
     for (name, method, model, seconds, data), b in zip(built, bench[1:], strict=True):
-        res = evaluate(model, test, reference=fp32)
+        res = evaluate(model, task.test, reference=fp32)
         ratios = {f"b{x.batch}/t2": x.p50_ms / base.at(x.batch, 2).p50_ms for x in b.latency}
         rows.append(
             Row(

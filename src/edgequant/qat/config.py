@@ -8,12 +8,17 @@ from typing import Any
 
 from edgequant.config import ACTIVATIONS_UINT8, Calibrator
 from edgequant.errors import ConfigError
-from edgequant.spec import PerChannel, QType, QuantSpec, Symmetry
+from edgequant.spec import PerChannel, PerTensor, QType, QuantSpec, Symmetry
+
+ACTIVATIONS_UINT4 = QuantSpec(QType.UINT4, Symmetry.AFFINE, PerTensor())
 
 
 class RangeLearning(enum.Enum):
     LSQ = "lsq"  # activation scales are parameters trained by LSQ (Esser et al. 2019)
     FROZEN = "frozen"  # activation scales stay at their calibrated (PTQ warm-start) values
+    # ranges track an exponential moving average of each batch's min and max, as in Jacob et al.
+    # 2018 and torch.ao's MovingAverageMinMaxObserver (starting from the calibrated range)
+    MOVING_MINMAX = "moving-minmax"
 
 
 def weight_spec(bits: int) -> QuantSpec:
@@ -34,6 +39,7 @@ class QATConfig:
     calibrator: Calibrator = Calibrator.MINMAX
     bn_freeze_steps: int = 200  # BatchNorm statistics update for this many steps, then freeze
     overrides: tuple[tuple[str, int], ...] = ()
+    range_momentum: float = 0.01  # MOVING_MINMAX: weight of each new batch's min and max
 
     def __post_init__(self) -> None:
         if (
@@ -41,8 +47,10 @@ class QATConfig:
             or self.weights.symmetry is not Symmetry.SYMMETRIC
         ):
             raise ConfigError("QAT weights are symmetric per-channel")
-        if self.activations.qtype.bits != 8:
-            raise ConfigError("QAT activations are 8-bit in this version (W8A8 and W4A8)")
+        if self.activations.qtype.bits not in (4, 8) or self.activations.granularity != PerTensor():
+            raise ConfigError("QAT activations are 8- or 4-bit, one scale per tensor")
+        if not 0 < self.range_momentum <= 1:
+            raise ConfigError("range_momentum must be in (0, 1]")
         if self.bn_freeze_steps < 0:
             raise ConfigError("bn_freeze_steps must be >= 0")
         object.__setattr__(self, "overrides", tuple((str(k), int(v)) for k, v in self.overrides))
@@ -57,6 +65,12 @@ class QATConfig:
         """4-bit per-channel weights, 8-bit activations."""
         return cls(weights=weight_spec(4), **kwargs)
 
+    @classmethod
+    def w4a4(cls, **kwargs: Any) -> QATConfig:
+        """4-bit per-channel weights and 4-bit affine activations (uint4), for accelerators with
+        4-bit activation kernels; ONNX Runtime's CPU runs them through float."""
+        return cls(weights=weight_spec(4), activations=ACTIVATIONS_UINT4, **kwargs)
+
     def weight_spec_for(self, module_name: str) -> QuantSpec:
         bits = dict(self.overrides).get(module_name)
         return self.weights if bits is None else weight_spec(bits)
@@ -69,4 +83,5 @@ class QATConfig:
             "calibrator": self.calibrator.value,
             "bn_freeze_steps": self.bn_freeze_steps,
             "overrides": [list(o) for o in self.overrides],
+            "range_momentum": self.range_momentum,
         }

@@ -19,7 +19,7 @@ from edgequant.exporter.graph import GraphIndex
 from edgequant.model import Model
 from edgequant.ptq.preprocess import upgrade_opset
 from edgequant.ptq.rules import OP_RULES, Role
-from edgequant.spec import PerChannel, PerTensor, QType, QuantSpec, Symmetry
+from edgequant.spec import PerChannel, QType, QuantSpec, Symmetry
 from edgequant.torch_onnx import OPSET, export_proto
 
 
@@ -28,9 +28,10 @@ def export(model: Any, example_input: Any, name: str = "model") -> Model:
     from edgequant.ptq.preprocess import _name_nodes
 
     weight_log: list[tuple[QuantSpec, np.ndarray]] = []
-    transport = _torch_export(model, example_input, weight_log)
+    activation_log: list[QuantSpec] = []
+    transport = _torch_export(model, example_input, weight_log, activation_log)
     _name_nodes(transport.graph)
-    float_model, plan = plan_from_transport(transport, weight_log)
+    float_model, plan = plan_from_transport(transport, weight_log, activation_log)
     if plan.min_opset > OPSET:
         float_model = upgrade_opset(float_model, plan.min_opset)
     out = Model(export_qdq(float_model, plan), name)
@@ -44,41 +45,53 @@ def export(model: Any, example_input: Any, name: str = "model") -> Model:
     return out
 
 
-def _torch_export(model: Any, example_input: Any, weight_log: list[Any]) -> onnx.ModelProto:
-
-    from edgequant.qat.modules import Mode, QuantConv, QuantLinear
+def _torch_export(
+    model: Any, example_input: Any, weight_log: list[Any], activation_log: list[QuantSpec]
+) -> onnx.ModelProto:
+    from edgequant.qat.modules import ActivationQuantizer, Mode, QuantConv, QuantLinear
     from edgequant.qat.prepare import mode
 
     weighted = [m for m in model.modules() if isinstance(m, QuantConv | QuantLinear)]
+    quantizers = [m for m in model.modules() if isinstance(m, ActivationQuantizer)]
     for m in weighted:
         m.export_log = weight_log
+    for q in quantizers:
+        q.export_log = activation_log
     try:
         with mode(model, Mode.EXPORT):
             return export_proto(model, example_input)
     finally:
-        for m in weighted:
+        for m in [*weighted, *quantizers]:
             m.export_log = None
 
 
 def plan_from_transport(
-    transport: onnx.ModelProto, weight_log: list[tuple[QuantSpec, np.ndarray]] | None = None
+    transport: onnx.ModelProto,
+    weight_log: list[tuple[QuantSpec, np.ndarray]] | None = None,
+    activation_log: list[QuantSpec] | None = None,
 ) -> tuple[onnx.ModelProto, QuantPlan]:
     """Strip the Q/DQ pairs of an exported fake-quant model; return the float graph and the plan.
 
-    Activation quantizers arrive as Q/DQ pairs; weights arrive as constants on their grid, with
-    their (spec, scale) in `weight_log` (forward order)."""
+    Activation quantizers arrive as Q/DQ pairs (8-bit containers; their specs, 4-bit included,
+    in `activation_log` in forward order, which is the graph's order of the pairs); weights
+    arrive as constants on their grid, with their (spec, scale) in `weight_log` (forward order)."""
     graph = transport.graph
     _constants_to_initializers(graph)
     index = GraphIndex.of(graph)
     plan = QuantPlan()
     rewire: dict[str, str] = {}
     drop: set[str] = set()
-    for q in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
+    pairs = [n for n in graph.node if n.op_type == "QuantizeLinear"]
+    if activation_log and len(activation_log) != len(pairs):
+        raise ValueError(f"{len(activation_log)} logged quantizers for {len(pairs)} Q/DQ pairs")
+    for i, q in enumerate(pairs):
         dq = index.consumers[q.output[0]][0]
         scale = index.array(q.input[1]).astype(np.float32).reshape(())
         zp = index.array(q.input[2]).reshape(())
         qtype = QType.UINT8 if zp.dtype == np.uint8 else QType.INT8
-        spec = QuantSpec(qtype, Symmetry.AFFINE, PerTensor())
+        spec = activation_log[i] if activation_log else QuantSpec(qtype, Symmetry.AFFINE)
+        if spec.qtype.bits == 4:
+            plan.min_opset = max(plan.min_opset, 21)  # int4 tensors
         plan.activations[q.input[0]] = TensorQuant(spec, scale, zp.astype(np.int32))
         rewire[dq.output[0]] = q.input[0]
         drop.update({q.name, dq.name})

@@ -4,7 +4,8 @@ The model is traced with torch.fx. Conv(+BatchNorm) and Linear become QuantConv/
 activation quantizers go on the inputs of weighted layers, on the outputs of weighted layers,
 additions and average pooling (after a following ReLU when there is one, which the deployed
 quantizer then performs), while max-pooling, flatten and reshape pass quantized values through.
-Layers QAT cannot handle stay in float and are listed in `model.float_layers`.
+Layers QAT cannot handle stay in float and are listed in `model.float_layers`. A model whose
+forward cannot be traced as a whole (a shape check is enough) is prepared child by child.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import fx, nn
 
 from edgequant.data import as_batches
 from edgequant.errors import ConfigError, DataError
-from edgequant.qat.config import QATConfig, RangeLearning
+from edgequant.qat.config import QATConfig
 from edgequant.qat.modules import ActivationQuantizer, Mode, QuantConv, QuantLinear
 
 _CONVS = (nn.Conv1d, nn.Conv2d)
@@ -35,26 +36,49 @@ _PASS_METHODS = {"flatten", "view", "reshape", "squeeze", "unsqueeze"}
 
 def prepare_qat(
     model: nn.Module, config: QATConfig, *, calibration: Iterable[Any] | None = None
-) -> fx.GraphModule:
+) -> nn.Module:
     """A copy of `model` with fake quantization; ranges warm-started from `calibration` batches
-    (strongly recommended: a few hundred samples, as for PTQ)."""
+    (strongly recommended: a few hundred samples, as for PTQ).
+
+    The copy is traced with torch.fx. A module whose forward cannot be traced (a shape check,
+    data-dependent branches) keeps its own forward and its children are prepared one by one;
+    a leaf that cannot be traced stays in float and is listed in `float_layers`."""
     import copy
 
+    float_layers: dict[str, str] = {}
+    prepared = _prepare_module(copy.deepcopy(model), config, float_layers, "")
+    prepared.float_layers = float_layers  # type: ignore[assignment]
+    prepared.qat_config = config  # type: ignore[assignment]
+    prepared.calibration_samples = 0  # type: ignore[assignment]
+    if calibration is not None:
+        prepared.calibration_samples = warm_start(prepared, calibration)  # type: ignore[assignment]
+    return prepared
+
+
+def _prepare_module(
+    module: nn.Module, config: QATConfig, float_layers: dict[str, str], prefix: str
+) -> nn.Module:
     try:
-        gm = fx.symbolic_trace(copy.deepcopy(model))
+        gm = fx.symbolic_trace(module)
     except Exception as exc:
-        raise ConfigError(
-            f"QAT cannot trace this model with torch.fx ({type(exc).__name__}: {exc}); "
-            "keep data-dependent control flow out of forward()"
-        ) from None
-    gm.float_layers = {}  # type: ignore[assignment]
-    _swap_weighted(gm, config)
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+        children = list(module.named_children())
+        if not children and not prefix:
+            raise ConfigError(
+                f"QAT cannot trace this model with torch.fx ({why}); keep data-dependent "
+                "control flow out of forward()"
+            ) from None
+        if not children:
+            if any(True for _ in module.parameters()):
+                float_layers[prefix.rstrip(".")] = f"cannot be traced ({why}): stays in float"
+            return module
+        for name, child in children:
+            setattr(module, name, _prepare_module(child, config, float_layers, f"{prefix}{name}."))
+        return module
+    _swap_weighted(gm, config, float_layers, prefix)
     _insert_quantizers(gm, config)
     gm.graph.lint()
     gm.recompile()
-    gm.qat_config = config  # type: ignore[assignment]
-    if calibration is not None:
-        warm_start(gm, calibration)
     return gm
 
 
@@ -62,7 +86,9 @@ def _modules(gm: fx.GraphModule) -> dict[str, nn.Module]:
     return dict(gm.named_modules())
 
 
-def _swap_weighted(gm: fx.GraphModule, config: QATConfig) -> None:
+def _swap_weighted(
+    gm: fx.GraphModule, config: QATConfig, float_layers: dict[str, str], prefix: str
+) -> None:
     mods = _modules(gm)
     erased: set[fx.Node] = set()
     for node in list(gm.graph.nodes):
@@ -82,21 +108,25 @@ def _swap_weighted(gm: fx.GraphModule, config: QATConfig) -> None:
             _set(
                 gm,
                 node.target,
-                QuantConv(mod, bn, config.weight_spec_for(node.target), config.bn_freeze_steps),
+                QuantConv(
+                    mod, bn, config.weight_spec_for(prefix + node.target), config.bn_freeze_steps
+                ),
             )
             if bn_node is not None:
                 bn_node.replace_all_uses_with(node)
                 gm.graph.erase_node(bn_node)
                 erased.add(bn_node)
         elif isinstance(mod, nn.Linear):
-            _set(gm, node.target, QuantLinear(mod, config.weight_spec_for(node.target)))
+            _set(gm, node.target, QuantLinear(mod, config.weight_spec_for(prefix + node.target)))
         elif isinstance(mod, _BNS):
-            gm.float_layers[node.target] = "BatchNorm not directly after a Conv stays in float"  # type: ignore[index]
+            float_layers[prefix + node.target] = (
+                "BatchNorm not directly after a Conv stays in float"
+            )
         elif isinstance(
             mod, nn.ConvTranspose2d | nn.Conv3d | nn.LSTM | nn.GRU | nn.MultiheadAttention
         ):
-            gm.float_layers[node.target] = (
-                f"{type(mod).__name__} is not supported by QAT yet: it stays in float"  # type: ignore[index]
+            float_layers[prefix + node.target] = (
+                f"{type(mod).__name__} is not supported by QAT yet: it stays in float"
             )
 
 
@@ -115,7 +145,7 @@ def _insert_quantizers(gm: fx.GraphModule, config: QATConfig) -> None:
         name = f"act_quant_{counter[0]}"
         counter[0] += 1
         gm.add_module(
-            name, ActivationQuantizer(config.activations, config.ranges is RangeLearning.LSQ)
+            name, ActivationQuantizer(config.activations, config.ranges, config.range_momentum)
         )
         with gm.graph.inserting_after(node):
             q = gm.graph.call_module(name, (node,))
@@ -199,7 +229,7 @@ def mode(model: nn.Module, new: Mode) -> Iterator[nn.Module]:
         _set_mode(model, Mode.QUANT)
 
 
-def warm_start(model: fx.GraphModule, calibration: Iterable[Any]) -> int:
+def warm_start(model: nn.Module, calibration: Iterable[Any]) -> int:
     """PTQ warm start: observe activations on float-weight forward passes, set every scale and
     zero-point with the PTQ calibrator. Returns the number of samples seen."""
     config: QATConfig = model.qat_config  # type: ignore[assignment]

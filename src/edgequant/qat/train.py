@@ -20,6 +20,14 @@ from edgequant.data import ArrayDataset, split_item
 from edgequant.errors import DataError
 from edgequant.model import write_atomic
 from edgequant.progress import ProgressFn, silent
+from edgequant.qat.distributed import (
+    global_sum,
+    init_from_env,
+    is_main_process,
+    rank_and_world,
+    shard,
+    wrap,
+)
 
 CHECKPOINT = "qat-checkpoint.pt"
 
@@ -42,10 +50,18 @@ def finetune(
     given (and cannot be resumed mid-epoch exactly). With `checkpoint_dir`, a checkpoint is written
     every `checkpoint_every` steps and an existing one is resumed from. A non-finite loss stops
     training with a clear error; the last good checkpoint stays on disk. Returns the step losses
-    of this call.
+    of this call (of the whole batch, also under DDP).
+
+    Under `torchrun --nproc-per-node N`, training runs with DistributedDataParallel: every
+    process reads the same batches and trains on its share of each (`qat.distributed`), so the
+    result matches one process up to float summation order. Only the first process writes
+    checkpoints and reports progress; all resume from the same checkpoint file.
     """
     import torch
 
+    init_from_env()
+    main = is_main_process()
+    net = wrap(model)
     torch.manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9)
@@ -68,12 +84,13 @@ def finetune(
         for i, item in enumerate(_epoch(train_data, seed, epoch)):
             if epoch * (per_epoch or 0) + i < step:
                 continue  # already trained before the checkpoint
-            losses.append(_train_step(model, opt, item, step + 1))
+            losses.append(_train_step(net, opt, item, step + 1))
             sched.step()
             step += 1
-            if path is not None and step % checkpoint_every == 0:
+            if main and path is not None and step % checkpoint_every == 0:
                 _save(path, model, opt, sched, step)
-            progress("QAT fine-tuning", step, total)
+            if main:
+                progress("QAT fine-tuning", step, total)
             if max_steps is not None and step >= max_steps:
                 model.eval()
                 return losses
@@ -81,22 +98,32 @@ def finetune(
     return losses
 
 
-def _train_step(model: Any, opt: Any, item: Any, step: int) -> float:
+def _train_step(net: Any, opt: Any, item: Any, step: int) -> float:
     import torch
 
     x, y = split_item(item)
     if y is None:
         raise DataError("QAT training data needs labels: give (inputs, labels) batches")
-    loss = torch.nn.functional.cross_entropy(model(torch.as_tensor(x)), torch.as_tensor(y))
-    if not torch.isfinite(loss):
+    x, y, weight = shard(x, y)
+    param = next(net.parameters())  # inputs follow the model's device and float precision
+    x = torch.as_tensor(x).to(param.device)
+    logits = net(x.to(param.dtype) if x.is_floating_point() else x)
+    loss = (
+        torch.nn.functional.cross_entropy(
+            logits, torch.as_tensor(y).to(param.device), reduction="sum"
+        )
+        * weight
+    )
+    batch_loss = global_sum(loss.detach()).item() / rank_and_world()[1]
+    if not math.isfinite(batch_loss):
         raise DataError(
-            f"the training loss became {loss.item()} at step {step}: lower the learning rate "
+            f"the training loss became {batch_loss} at step {step}: lower the learning rate "
             "(the last checkpoint, if any, holds the last good weights)"
         )
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return loss.item()
+    return batch_loss
 
 
 def _epoch(data: ArrayDataset | Iterable[Any], seed: int, epoch: int) -> Iterator[Any]:

@@ -1,72 +1,17 @@
-"""The `edgequant` command: a thin layer over the public API (parsing, progress, exit codes).
-
-Exit codes: 0 success, 2 user error (one line on stderr, no traceback), 130 interrupted.
-"""
+"""PTQ commands: quantize, eval, bench."""
 
 from __future__ import annotations
 
-import json
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
-from edgequant.errors import EdgeQuantError
+from edgequant.cli.common import emit, floats, progress_bars
+from edgequant.cli.group import cli
 
 METHODS = ["static", "dynamic", "fp16", "int4"]
 CALIBRATORS = ["minmax", "percentile", "entropy", "mse"]
-
-
-@contextmanager
-def _progress(enabled: bool = True) -> Iterator[Callable[[str, int, int | None], None]]:
-    """A rich progress display on stderr; one bar per stage."""
-    if not enabled or not sys.stderr.isatty():
-        yield lambda stage, done, total: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bars: dict[str, Any] = {}
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as prog:
-
-        def update(stage: str, done: int, total: int | None) -> None:
-            if stage not in bars:
-                bars[stage] = prog.add_task(stage, total=total)
-            prog.update(bars[stage], completed=done, total=total)
-
-        yield update
-
-
-def _floats(text: str | None) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _emit(data: dict[str, Any], as_json: bool, human: Callable[[], None]) -> None:
-    if as_json:
-        click.echo(json.dumps(data, indent=2, default=float))
-    else:
-        human()
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="edgequant")
-def cli() -> None:
-    """Make trained models small and fast for edge devices, with proof."""
 
 
 @cli.command()
@@ -150,14 +95,12 @@ def quantize(
         config = eq.PTQConfig.fp16(**common)
     else:
         config = eq.PTQConfig.int4(block_size=block_size, **common)
-    data = (
-        eq.load_data(calib, batch_size=64, mean=_floats(mean), std=_floats(std)) if calib else None
-    )
+    data = eq.load_data(calib, batch_size=64, mean=floats(mean), std=floats(std)) if calib else None
     if method == "static" and data is None:
         raise click.UsageError(
             "static quantization needs --calib DATA (e.g. a .npz of a few hundred inputs)"
         )
-    with _progress(not as_json) as progress:
+    with progress_bars(not as_json) as progress:
         q = eq.quantize(fp32, config, calibration=data, progress=progress)
     q.provenance["source_model"] = str(Path(model).resolve())
     q.save(out)
@@ -179,7 +122,7 @@ def quantize(
             for name, why in list(floats.items())[:20]:
                 click.echo(f"  {name}: {why}")
 
-    _emit(summary, as_json, human)
+    emit(summary, as_json, human)
 
 
 @cli.command(name="eval")
@@ -217,8 +160,8 @@ def eval_cmd(
 
     m = eq.load(model)
     ref = eq.load(reference) if reference else None
-    dataset = eq.load_data(data, batch_size=256, limit=limit, mean=_floats(mean), std=_floats(std))
-    with _progress(not as_json) as progress:
+    dataset = eq.load_data(data, batch_size=256, limit=limit, mean=floats(mean), std=floats(std))
+    with progress_bars(not as_json) as progress:
         res = eq.evaluate(m, dataset, reference=ref, progress=progress)
     out: dict[str, Any] = res.to_dict()
     if layers:
@@ -243,7 +186,7 @@ def eval_cmd(
                     f"  {r['node']} -> {r['tensor']}: {own:.1f} dB (cumulative {total:.1f} dB)"
                 )
 
-    _emit(out, as_json, human)
+    emit(out, as_json, human)
 
 
 @cli.command()
@@ -270,7 +213,7 @@ def bench(
     import edgequant as eq
 
     loaded = [eq.load(p) for p in models]
-    with _progress(not as_json) as progress:
+    with progress_bars(not as_json) as progress:
         res = eq.benchmark(
             loaded,
             batch_sizes=batches,
@@ -301,98 +244,4 @@ def bench(
             table.add_row(r.name, f"{r.size_bytes / 1024:.0f}", mem, *cells)
         Console().print(table)
 
-    _emit({"results": [r.to_dict() for r in res]}, as_json, human)
-
-
-def _out_option(default: str) -> Callable[[Any], Any]:
-    return click.option(
-        "-o", "--out", default=default, show_default=True, type=click.Path(), help="Report folder."
-    )
-
-
-def _print_report(rows: list[Any], reference_top1: float, report: dict[str, Path]) -> None:
-    """The report's table in the terminal, and where the files are."""
-    from rich.console import Console
-    from rich.markdown import Markdown
-
-    from edgequant.report import markdown_table
-
-    Console().print(Markdown(markdown_table(rows, reference_top1)))
-    click.echo(f"report: {report['html']}  ({report['markdown']})")
-
-
-@cli.command()
-@_out_option("edgequant-demo")
-def demo(out: str) -> None:
-    """Run the whole workflow on Fashion-MNIST with a built-in edge CNN.
-
-    Trains the FP32 model (about 2.5 minutes on 2 cores, cached afterwards), quantizes it every
-    way that applies, evaluates each variant on the 10,000 test images, benchmarks them side by
-    side and writes report.md / report.html / report.json and the models into the folder.
-    """
-
-    from edgequant.demo import run_demo
-
-    with _progress() as progress:
-        result = run_demo(Path(out), progress=progress)
-    _print_report(result.rows, result.reference_top1, result.report)
-
-
-@cli.command(name="compare")
-@_out_option("edgequant-compare")
-@click.option("--steps8", default=400, show_default=True, help="QAT steps at W8A8.")
-@click.option("--steps4", default=800, show_default=True, help="QAT steps at W4A8.")
-def compare_cmd(out: str, steps8: int, steps4: int) -> None:
-    """PTQ against QAT on the built-in demo task, at W8A8 and W4A8: accuracy drop, time to
-    quantize, data used, size and latency, with plots (about 7 minutes on 2 cores).
-
-    \b
-    Example:
-      edgequant compare -o compare-report --steps8 400 --steps4 800
-    """
-    import numpy as np
-    import torch
-
-    from edgequant.compare import compare, default_recipes
-    from edgequant.data import ArrayDataset
-    from edgequant.zoo import fashion_mnist
-    from edgequant.zoo.train import demo_model
-
-    train, test = fashion_mnist.load("train"), fashion_mnist.load("test")
-    pick = np.random.default_rng(0).permutation(len(train))[:500]
-    with _progress() as progress:
-        result = compare(
-            demo_model,
-            torch.zeros(1, 1, 28, 28),
-            calibration=ArrayDataset(train.images[pick], None, 100),
-            train=ArrayDataset(train.images, train.labels, 128),
-            test=ArrayDataset(test.images, test.labels, 1000),
-            recipes=default_recipes(steps8, steps4),
-            out_dir=Path(out),
-            progress=progress,
-        )
-    _print_report(result.rows, result.reference_top1, result.report)
-
-
-def main() -> None:
-    """Entry point: user errors become one line and exit code 2; Ctrl-C exits 130."""
-    try:
-        cli.main(standalone_mode=False)
-    except EdgeQuantError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-
-
-if __name__ == "__main__":
-    main()
+    emit({"results": [r.to_dict() for r in res]}, as_json, human)

