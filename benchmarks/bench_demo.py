@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument(
         "--warm", action="store_true", help="reuse the cached FP32 weights (skip training)"
     )
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)  # what `edgequant demo` uses
     parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
