@@ -94,6 +94,23 @@ def fake_quantize(
     return dequantize(quantize(x, scale, zero_point, spec), scale, zero_point, spec)
 
 
+INT32_MAX = 2**31 - 1
+
+
+def bias_scale(activation_scale: FloatArray | float, weight_scale: FloatArray) -> FloatArray:
+    """The scale of an int32 bias: input activation scale x weight scale (per output channel),
+    in float32, as integer convolution / matmul kernels accumulate."""
+    return (np.asarray(activation_scale, np.float32) * np.asarray(weight_scale, np.float32)).astype(
+        np.float32
+    )
+
+
+def quantize_bias(values: NDArray[np.floating], scale: FloatArray) -> NDArray[np.int32]:
+    """Biases on their int32 grid: round half to even in float64, saturating."""
+    q = np.rint(np.asarray(values, np.float64) / np.asarray(scale, np.float64))
+    return np.clip(q, -INT32_MAX, INT32_MAX).astype(np.int32)
+
+
 def sqnr_db(reference: NDArray[np.floating], approx: NDArray[np.floating]) -> float:
     """Signal-to-quantization-noise ratio in dB: 10 log10(sum(ref^2) / sum((ref - approx)^2))."""
     ref = np.asarray(reference, np.float64)

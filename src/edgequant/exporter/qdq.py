@@ -13,10 +13,8 @@ from onnx import helper, numpy_helper
 
 from edgequant.exporter.graph import GraphIndex, topological_sort
 from edgequant.exporter.plan import QuantPlan, TensorQuant
-from edgequant.primitives import quantize
+from edgequant.primitives import bias_scale, quantize, quantize_bias
 from edgequant.spec import PerChannel, PerGroup
-
-INT32_MAX = 2**31 - 1
 
 
 def export_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
@@ -36,9 +34,8 @@ def export_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
         q = quantize(values, tq.scale, tq.zero_point, tq.spec).astype(tq.spec.qtype.numpy_dtype)
         renames[name] = _dequantize_constant(name, q, tq, names, new_nodes, new_inits)
     for bias, (act, weight) in plan.biases.items():
-        scale = (plan.activations[act].scale * plan.weights[weight].scale).astype(np.float32)
-        values = index.array(bias).astype(np.float64)
-        q = np.clip(np.rint(values / scale), -INT32_MAX, INT32_MAX).astype(np.int32)
+        scale = bias_scale(plan.activations[act].scale, plan.weights[weight].scale)
+        q = quantize_bias(index.array(bias), scale)
         renames[bias] = _dequantize_int32(bias, q, scale, names, new_nodes, new_inits)
     for name, tq in plan.activations.items():
         renames[name] = _quantize_activation(name, tq, names, new_nodes, new_inits)

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from edgequant.primitives import INT32_MAX
 from edgequant.qat.distributed import rank_and_world
 
 
@@ -73,3 +74,16 @@ def fake_quant_weight(w: torch.Tensor, scale: torch.Tensor, qmin: int, qmax: int
     s = scale.reshape(-1, *([1] * (w.dim() - 1)))
     q = torch.clamp(torch.round(w / s), qmin, qmax)
     return w + (q * s - w).detach()
+
+
+def fake_quant_bias(
+    b: torch.Tensor, activation_scale: torch.Tensor, weight_scale: torch.Tensor
+) -> torch.Tensor:
+    """The bias on the int32 grid the runtime uses (scale = input activation scale x weight
+    scale; `primitives.bias_scale` / `quantize_bias` arithmetic, dequantized in float32 as
+    ONNX Runtime does), straight-through for b. Invisible at 8-bit activations, but at 4-bit
+    the grid is coarse enough to move outputs across activation steps."""
+    s = activation_scale.detach().abs().float().reshape(()) * weight_scale.float()
+    q = torch.round(b.detach().double() / s.double()).clamp(-INT32_MAX, INT32_MAX)
+    on_grid = q.float() * s
+    return b + (on_grid.to(b.dtype) - b).detach()

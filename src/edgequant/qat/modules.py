@@ -19,7 +19,7 @@ from edgequant.observers import HistogramObserver, clip_range
 from edgequant.primitives import reduce_range, scale_zero_point
 from edgequant.qat.config import RangeLearning
 from edgequant.qat.distributed import global_max, global_sum
-from edgequant.qat.fake_quant import fake_quant_learned, fake_quant_weight
+from edgequant.qat.fake_quant import fake_quant_bias, fake_quant_learned, fake_quant_weight
 from edgequant.spec import QuantSpec
 
 
@@ -141,6 +141,15 @@ def batch_statistics(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, var
 
 
+def _bias(module: nn.Module, b: torch.Tensor | None, w_scale: torch.Tensor) -> torch.Tensor | None:
+    """The bias as deployed: on its int32 grid when an activation quantizer feeds the layer
+    (`prepare.py` records it as `input_quantizer`, a plain reference, not a submodule)."""
+    source = module.__dict__.get("input_quantizer")
+    if b is None or source is None:
+        return b
+    return fake_quant_bias(b, source.scale, w_scale)
+
+
 class QuantConv(nn.Module):
     """Conv with fake-quantized weights; a following BatchNorm is folded in (Jacob et al. 2018,
     Krishnamoorthi 2018): the conv runs with the folded weight that will be deployed, BN
@@ -193,7 +202,7 @@ class QuantConv(nn.Module):
             w = transport_weight(self, w, scale)
             return self.conv._conv_forward(x, w, b.detach())
         return self.conv._conv_forward(
-            x, fake_quant_weight(w, scale, self.spec.qmin, self.spec.qmax), b
+            x, fake_quant_weight(w, scale, self.spec.qmin, self.spec.qmax), _bias(self, b, scale)
         )
 
 
@@ -216,5 +225,7 @@ class QuantLinear(nn.Module):
                 x, wq, None if self.linear.bias is None else self.linear.bias.detach()
             )
         return nn.functional.linear(
-            x, fake_quant_weight(w, scale, self.spec.qmin, self.spec.qmax), self.linear.bias
+            x,
+            fake_quant_weight(w, scale, self.spec.qmin, self.spec.qmax),
+            _bias(self, self.linear.bias, scale),
         )

@@ -169,6 +169,9 @@ def _insert_quantizers(gm: fx.GraphModule, config: QATConfig) -> None:
         if _is_weighted(node, mods) or _is_add(node) or _is_avg(node, mods):
             for arg in node.args if _is_add(node) else node.args[:1]:
                 ensure_input(node, arg)
+            if _is_weighted(node, mods):
+                # the bias grid depends on the input scale (see modules._bias)
+                mods[node.target].__dict__["input_quantizer"] = _source_quantizer(gm, node.args[0])
             point = output_point(node)
             if not _feeds_output(point):
                 quantize_after(point)
@@ -176,6 +179,21 @@ def _insert_quantizers(gm: fx.GraphModule, config: QATConfig) -> None:
             _is_pass(node, mods) and isinstance(node.args[0], fx.Node) and node.args[0] in quantized
         ):
             quantized.add(node)
+
+
+def _source_quantizer(gm: fx.GraphModule, node: Any) -> ActivationQuantizer | None:
+    """The activation quantizer whose values reach `node` (through pass-through ops)."""
+    while isinstance(node, fx.Node):
+        if node.op == "call_module":
+            mod = gm.get_submodule(node.target)
+            if isinstance(mod, ActivationQuantizer):
+                return mod
+            if not isinstance(mod, _PASS_MODULES):
+                return None
+        elif not (node.op in ("call_function", "call_method") and _is_pass(node, {})):
+            return None
+        node = node.args[0] if node.args else None
+    return None
 
 
 def _is_weighted(node: fx.Node, mods: dict[str, nn.Module]) -> bool:
