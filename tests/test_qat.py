@@ -84,6 +84,13 @@ def torch_logits(model, images: np.ndarray) -> np.ndarray:
         ).numpy()
 
 
+def onnx_logits(model, images: np.ndarray) -> np.ndarray:
+    sess = make_session(model)
+    return np.concatenate(
+        [sess.run(None, {"input": images[i : i + 1000]})[0] for i in range(0, len(images), 1000)]
+    )
+
+
 def test_exported_model_agrees_with_fake_quant(qat_model, fmnist) -> None:
     """Differential: torch fake-quant vs the exported model in ONNX Runtime, full test set."""
     _, test = fmnist
@@ -92,10 +99,7 @@ def test_exported_model_agrees_with_fake_quant(qat_model, fmnist) -> None:
     )
     exported = eq.export(qat_model, torch.zeros(1, 1, 28, 28), "qat")
     ref = torch_logits(qat_model, test.images)
-    sess = make_session(exported)
-    got = np.concatenate(
-        [sess.run(None, {"input": test.images[i : i + 1000]})[0] for i in range(0, 10_000, 1000)]
-    )
+    got = onnx_logits(exported, test.images)
     assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.995
     assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
     acc_torch, acc_onnx = (
@@ -223,10 +227,7 @@ def test_w4a8_exports_int4_weights(calibration, fmnist) -> None:
     )  # classifier kept at 8 bits
     assert exported.proto.opset_import[0].version == 21
     ref = torch_logits(model, test.images)
-    sess = make_session(exported)
-    got = np.concatenate(
-        [sess.run(None, {"input": test.images[i : i + 1000]})[0] for i in range(0, 10_000, 1000)]
-    )
+    got = onnx_logits(exported, test.images)
     assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.99
 
 
@@ -272,10 +273,7 @@ def test_w4a4_exports_uint4_activations(calibration, fmnist) -> None:
     assert set(act_zero_points) == {onnx.TensorProto.UINT4} and act_zero_points.total() >= 20
     assert exported.proto.opset_import[0].version == 21
     ref = torch_logits(model, test.images)
-    sess = make_session(exported)
-    got = np.concatenate(
-        [sess.run(None, {"input": test.images[i : i + 1000]})[0] for i in range(0, 10_000, 1000)]
-    )
+    got = onnx_logits(exported, test.images)
     assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.995
     assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
 
