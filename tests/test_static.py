@@ -43,7 +43,8 @@ def test_graph_structure(int8_model, fp32_model) -> None:
     fp32_ops = op_counts(eq.load(fp32_model).proto)
     ops = op_counts(int8_model.proto)
     weights = {i.name: i for i in int8_model.proto.graph.initializer}
-    # every Conv/Gemm weight is int8 behind a per-channel DequantizeLinear; biases are int32
+    # every Conv/Gemm weight is int8 behind a per-channel DequantizeLinear; the Gemm bias is
+    # int32 (QGemm needs it), Conv biases stay float32 (ORT puts them on the same int32 grid)
     dq = [
         n
         for n in int8_model.proto.graph.node
@@ -52,12 +53,15 @@ def test_graph_structure(int8_model, fp32_model) -> None:
     dtypes = collections.Counter(weights[n.input[0]].data_type for n in dq)
     n_weighted = fp32_ops["Conv"] + fp32_ops["Gemm"]
     assert dtypes[onnx.TensorProto.INT8] == n_weighted
-    assert dtypes[onnx.TensorProto.INT32] == n_weighted
+    assert dtypes[onnx.TensorProto.INT32] == fp32_ops["Gemm"] == 1
+    conv_biases = [n.input[2] for n in int8_model.proto.graph.node if n.op_type == "Conv"]
+    assert len(conv_biases) == fp32_ops["Conv"]
+    assert all(weights[b].data_type == onnx.TensorProto.FLOAT for b in conv_biases)
     assert all(numpy_helper.to_array(weights[n.input[1]]).ndim == 1 for n in dq)  # per-channel
     biases = [n for n in dq if weights[n.input[0]].data_type == onnx.TensorProto.INT32]
     assert all(len(n.input) == 2 for n in biases)  # zero-point omitted: 0 by the ONNX spec
     # all Relus folded into the quantizers before them; activations are uint8
-    assert ops["Relu"] == 0 and fp32_ops["Relu"] == 14
+    assert ops["Relu"] == 0 and fp32_ops["Relu"] == 20
     acts = [n for n in int8_model.proto.graph.node if n.op_type == "QuantizeLinear"]
     assert acts and all(weights[n.input[2]].data_type == onnx.TensorProto.UINT8 for n in acts)
     assert ops["QuantizeLinear"] + len(dq) == ops["DequantizeLinear"]

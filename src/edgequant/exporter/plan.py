@@ -36,8 +36,10 @@ class QuantPlan:
 
     activations: activation tensor name -> its quantization (a Q/DQ pair goes after it).
     weights: initializer name -> its quantization (stored as integers behind a DequantizeLinear).
-    biases: bias initializer name -> (input activation name, weight initializer name); stored as
-        int32 with scale = input scale x weight scale, which lets ONNX Runtime fuse integer kernels.
+    biases: bias initializer name -> (input activation name, weight initializer name); the
+        integer kernel adds it as int32 at scale = input scale x weight scale. The exporter stores
+        Gemm/MatMul biases that way and leaves Conv biases float (ONNX Runtime quantizes them
+        identically at load; see `qdq._needs_int32`).
     folded: activation nodes (Relu/Clip) whose clipping the following quantizer already does;
         the exporter removes them and lets their producer write their output.
     """

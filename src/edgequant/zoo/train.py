@@ -29,7 +29,7 @@ class TrainRecipe:
     expand: int = 4
     seed: int = 0
     threads: int = 2
-    version: int = 2
+    version: int = 3
 
     def key(self) -> str:
         """Cache key; bump `version` in the recipe when training code changes its result."""
