@@ -248,3 +248,16 @@ def test_write_failure_leaves_no_partial_file(tmp_path, monkeypatch) -> None:
 def test_static_without_calibration_data(model_path, out) -> None:
     proc = edgequant("quantize", str(model_path), "-o", str(out))
     assert proc.returncode == 2 and "--calib" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_quantize_with_equalisation_and_bias_correction(model_path, calib_npz, tmp_path) -> None:
+    out = tmp_path / "m.int8.onnx"
+    proc = edgequant(
+        "quantize", str(model_path), "--calib", str(calib_npz), "-o", str(out),
+        "--per-tensor", "--equalize", "--bias-correction", "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    sidecar = json.loads((tmp_path / "m.int8.quant.json").read_text())
+    assert sidecar["config"]["equalization"] == "cross-layer"
+    assert sidecar["config"]["bias_correction"] == "empirical"
+    assert sidecar["equalized_pairs"] == 18 and sidecar["bias_corrected_nodes"] == 30

@@ -22,6 +22,8 @@ _EXPORTS: dict[str, str] = {
     "Method": "edgequant.config",
     "Calibrator": "edgequant.config",
     "Target": "edgequant.config",
+    "Equalization": "edgequant.config",
+    "BiasCorrection": "edgequant.config",
     "Model": "edgequant.model",
     "load": "edgequant.model",
     "Dataset": "edgequant.data",
@@ -60,7 +62,14 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from edgequant.api import quantize
     from edgequant.compare import compare
-    from edgequant.config import Calibrator, Method, PTQConfig, Target
+    from edgequant.config import (
+        BiasCorrection,
+        Calibrator,
+        Equalization,
+        Method,
+        PTQConfig,
+        Target,
+    )
     from edgequant.data import ArrayDataset, Dataset, load_data
     from edgequant.errors import EdgeQuantError
     from edgequant.model import Model, load

@@ -36,6 +36,20 @@ class Calibrator(enum.Enum):
     MSE = "mse"  # clipping range that minimises expected quantization error
 
 
+class Equalization(enum.Enum):
+    """Weight rescaling between layers before quantization."""
+
+    NONE = "none"
+    CROSS_LAYER = "cross-layer"  # Nagel et al. 2019: equal per-channel ranges in Conv pairs
+
+
+class BiasCorrection(enum.Enum):
+    """Removing the mean output error that rounding weights adds."""
+
+    NONE = "none"
+    EMPIRICAL = "empirical"  # Nagel et al. 2019, with input means from the calibration pass
+
+
 class Target(enum.Enum):
     """The hardware a model is quantized for; decides activation types by default.
 
@@ -94,9 +108,17 @@ class PTQConfig:
     num_bins: int = 8192  # zero-aligned: a one-sided tensor gets at least 2048 bins over its data
     max_calibration_samples: int = 1000
     exclude_nodes: tuple[str, ...] = ()
+    equalization: Equalization = Equalization.NONE
+    bias_correction: BiasCorrection = BiasCorrection.NONE
 
     def __post_init__(self) -> None:
-        for name, kind in (("method", Method), ("target", Target), ("calibrator", Calibrator)):
+        for name, kind in (
+            ("method", Method),
+            ("target", Target),
+            ("calibrator", Calibrator),
+            ("equalization", Equalization),
+            ("bias_correction", BiasCorrection),
+        ):
             if not isinstance(getattr(self, name), kind):
                 raise ConfigError(f"{name} must be a {kind.__name__}, got {getattr(self, name)!r}")
         if not 50.0 < self.percentile <= 100.0:
@@ -156,6 +178,8 @@ class PTQConfig:
             "num_bins": self.num_bins,
             "max_calibration_samples": self.max_calibration_samples,
             "exclude_nodes": list(self.exclude_nodes),
+            "equalization": self.equalization.value,
+            "bias_correction": self.bias_correction.value,
         }
 
     @classmethod
@@ -177,6 +201,8 @@ class PTQConfig:
                 "method": Method(data.pop("method", "static")),
                 "target": Target(data.pop("target", Target.detect().value)),
                 "calibrator": Calibrator(data.pop("calibrator", "minmax")),
+                "equalization": Equalization(data.pop("equalization", "none")),
+                "bias_correction": BiasCorrection(data.pop("bias_correction", "none")),
             }
         except ValueError as exc:
             raise ConfigError(f"invalid PTQConfig value: {exc}") from None

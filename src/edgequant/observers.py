@@ -174,3 +174,23 @@ def _kl_score(obs: HistogramObserver, lo: float, hi: float, spec: QuantSpec) -> 
         return float("inf")
     p_n, q_n = p[mask] / p.sum(), q[mask] / q.sum()
     return float(np.sum(p_n * np.log(p_n / np.maximum(q_n, 1e-12))))
+
+
+@dataclass
+class ChannelMean:
+    """Running per-channel mean of a tensor (channels on axis 1), in float64: the statistic bias
+    correction needs. O(channels) memory."""
+
+    total: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    count: int = 0
+
+    def update(self, x: NDArray[np.floating]) -> None:
+        """Add a batch (N, C, ...)."""
+        arr = np.asarray(x)
+        axes = tuple(i for i in range(arr.ndim) if i != 1)
+        batch_sum = arr.sum(axis=axes, dtype=np.float64)
+        self.total = batch_sum if self.count == 0 else self.total + batch_sum
+        self.count += arr.size // arr.shape[1]
+
+    def mean(self) -> NDArray[np.float64]:
+        return self.total / max(self.count, 1)

@@ -46,6 +46,16 @@ CALIBRATORS = ["minmax", "percentile", "entropy", "mse"]
     show_default=True,
     help="Activation type; auto picks what ONNX Runtime runs fast on this CPU.",
 )
+@click.option(
+    "--equalize",
+    is_flag=True,
+    help="Static: cross-layer equalisation of Conv pairs first (Nagel et al. 2019); helps per-tensor weights.",
+)
+@click.option(
+    "--bias-correction",
+    is_flag=True,
+    help="Static: remove the mean output shift that rounding weights adds (input means from calibration).",
+)
 @click.option("--block-size", default=32, show_default=True, help="INT4: weights per scale.")
 @click.option("--exclude", multiple=True, help="Node name to keep in float (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
@@ -60,6 +70,8 @@ def quantize(
     samples: int,
     per_tensor: bool,
     activations: str,
+    equalize: bool,
+    bias_correction: bool,
     block_size: int,
     exclude: tuple[str, ...],
     as_json: bool,
@@ -70,6 +82,7 @@ def quantize(
     Examples:
       edgequant quantize model.onnx --calib calib.npz -o model.int8.onnx
       edgequant quantize model.onnx --calib images/ --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 -o q.onnx
+      edgequant quantize model.onnx --calib calib.npz --per-tensor --equalize --bias-correction -o q.onnx
       edgequant quantize model.onnx --method dynamic -o model.dyn.onnx
       edgequant quantize model.onnx --method int4 --block-size 32 -o model.int4.onnx
     """
@@ -87,6 +100,10 @@ def quantize(
             per_channel=not per_tensor,
             calibrator=eq.Calibrator(calibrator),
             activations=acts,
+            equalization=eq.Equalization.CROSS_LAYER if equalize else eq.Equalization.NONE,
+            bias_correction=eq.BiasCorrection.EMPIRICAL
+            if bias_correction
+            else eq.BiasCorrection.NONE,
             **common,
         )
     elif method == "dynamic":

@@ -8,15 +8,16 @@ histograms are kept, so peak memory does not grow with the number of samples.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from edgequant.data import as_batches
 from edgequant.errors import DataError
 from edgequant.model import Model
-from edgequant.observers import HistogramObserver
+from edgequant.observers import ChannelMean, HistogramObserver
 from edgequant.progress import ProgressFn, silent
 from edgequant.runtime.session import (
     Optimization,
@@ -32,6 +33,7 @@ class CalibrationResult:
     observers: dict[str, HistogramObserver]
     non_float: set[str]  # observed tensors that are not float32
     samples: int
+    channel_means: dict[str, NDArray[np.float64]] = field(default_factory=dict)
 
 
 def calibrate(
@@ -42,15 +44,19 @@ def calibrate(
     num_bins: int,
     max_samples: int,
     histogram: bool = True,
+    channel_means: tuple[str, ...] = (),
     progress: ProgressFn = silent,
 ) -> CalibrationResult:
-    """Run the model over `data` (batches) and observe `tensors`."""
+    """Run the model over `data` (batches), observe `tensors` and average `channel_means`
+    per channel (axis 1, over every other axis) for bias correction."""
     graph_inputs = set(model.input_names)
-    inner = [t for t in tensors if t not in graph_inputs]
+    wanted = list(dict.fromkeys([*tensors, *channel_means]))
+    inner = [t for t in wanted if t not in graph_inputs]
     session = make_session(model.with_outputs(inner), optimization=Optimization.NONE)
     specs = input_specs(session)
     out_names = [o.name for o in session.get_outputs()]
     observers = {t: HistogramObserver(num_bins, histogram) for t in tensors}
+    means = {t: ChannelMean() for t in channel_means}
     non_float: set[str] = set()
     samples = 0
     for batch in as_batches(data):
@@ -59,7 +65,10 @@ def calibrate(
         feed = {k: v[:n] for k, v in feed.items()}
         for part in split_for_fixed_batch(feed, specs):
             values = dict(zip(out_names, session.run(out_names, part), strict=True))
-            values.update({k: v for k, v in part.items() if k in observers})
+            values.update({k: v for k, v in part.items() if k in observers or k in means})
+            for name, mean in means.items():
+                if values[name].dtype == np.float32:
+                    mean.update(values[name])
             for name, obs in observers.items():
                 arr = values.pop(name)  # release each output as soon as it is observed
                 if arr.dtype != np.float32:
@@ -76,4 +85,6 @@ def calibrate(
         raise DataError(
             "the calibration data is empty: give at least one batch (a few hundred samples is typical)"
         )
-    return CalibrationResult(observers, non_float, samples)
+    return CalibrationResult(
+        observers, non_float, samples, {t: m.mean() for t, m in means.items() if m.count}
+    )

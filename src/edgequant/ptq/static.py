@@ -7,15 +7,17 @@ from typing import Any
 
 import numpy as np
 
-from edgequant.config import Calibrator, PTQConfig
+from edgequant.config import BiasCorrection, Calibrator, Equalization, PTQConfig
 from edgequant.errors import NothingToQuantizeError
 from edgequant.exporter import QuantPlan, TensorQuant, export_qdq
 from edgequant.exporter.graph import GraphIndex, attribute
 from edgequant.model import Model
 from edgequant.observers import clip_range
-from edgequant.primitives import reduce_range, scale_zero_point
+from edgequant.primitives import fake_quantize, reduce_range, scale_zero_point
 from edgequant.progress import ProgressFn, silent
+from edgequant.ptq.bias_correct import correct_biases, correctable
 from edgequant.ptq.calibrate import calibrate
+from edgequant.ptq.equalize import equalize_model
 from edgequant.ptq.preprocess import optimize
 from edgequant.ptq.rules import RANGE_LIMIT, Role
 from edgequant.ptq.select import Selection, clip_max, rule_for, select
@@ -27,11 +29,15 @@ def quantize_static(
 ) -> Model:
     """Quantize weights and activations to integers; ranges from `calibration` batches."""
     fp32 = optimize(model)
-    index = GraphIndex.of(fp32.proto.graph)
     exclude = frozenset(config.exclude_nodes)
+    equalized = 0
+    if config.equalization is Equalization.CROSS_LAYER:
+        fp32, equalized = equalize_model(fp32, exclude)
+    index = GraphIndex.of(fp32.proto.graph)
     sel = select(fp32.proto.graph, index, exclude_nodes=exclude)
     if not sel.nodes:
         raise NothingToQuantizeError(_nothing_message(sel))
+    correct = config.bias_correction is BiasCorrection.EMPIRICAL
     result = calibrate(
         fp32,
         sel.observed_tensors(),
@@ -39,6 +45,7 @@ def quantize_static(
         num_bins=config.num_bins,
         max_samples=config.max_calibration_samples,
         histogram=config.calibrator is not Calibrator.MINMAX,
+        channel_means=tuple(n.input[0] for n in sel.nodes if correct and correctable(n, index)),
         progress=progress,
     )
     ranges = {
@@ -58,12 +65,23 @@ def quantize_static(
         sel = select(fp32.proto.graph, index, exclude_nodes=exclude, bad_tensors=bad)
         if not sel.nodes:
             raise NothingToQuantizeError(_nothing_message(sel))
+    corrected = 0
+    if correct:
+        corrected = correct_biases(
+            fp32.proto.graph,
+            sel.nodes,
+            result.channel_means,
+            lambda node, w: _round_trip(w, _aim(config.weights, node)),
+        )
+        index = GraphIndex.of(fp32.proto.graph)
     plan = build_plan(index, sel, ranges, config)
     out = Model(export_qdq(fp32.proto, plan), f"{model.name}.int8")
     out.provenance = {
         "config": config.to_dict(),
         "calibration_samples": result.samples,
         "quantized_nodes": len(sel.nodes),
+        "equalized_pairs": equalized,
+        "bias_corrected_nodes": corrected,
         "folded_activations": plan.folded,
         "float_nodes": {k: v for k, v in sel.float_nodes.items() if k not in set(plan.folded)},
     }
@@ -111,6 +129,12 @@ def weight_quant(values: np.ndarray, spec: QuantSpec) -> TensorQuant:
     lo, hi = reduce_range(values, spec)
     scale, zp = scale_zero_point(lo, hi, spec)
     return TensorQuant(spec, scale, zp)
+
+
+def _round_trip(values: np.ndarray, spec: QuantSpec) -> np.ndarray:
+    """`values` quantized as `weight_quant` does, then dequantized: what the kernel multiplies."""
+    tq = weight_quant(values, spec)
+    return fake_quantize(values, tq.scale, tq.zero_point, spec)
 
 
 def _aim(template: QuantSpec, node: Any) -> QuantSpec:

@@ -1,0 +1,167 @@
+"""Cross-layer equalisation and bias correction: the math on its own (synthetic tensors), then on
+the real demo model (function preserved, per-tensor INT8 repaired)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import edgequant as eq
+from edgequant.algorithms.bias_correction import conv_output_shift, matmul_output_shift
+from edgequant.algorithms.equalization import (
+    equalize_pair,
+    input_channel_ranges,
+    output_channel_ranges,
+)
+from edgequant.primitives import fake_quantize, reduce_range, scale_zero_point, sqnr_db
+from edgequant.spec import PerTensor, QType, QuantSpec, Symmetry
+
+PER_TENSOR_INT8 = QuantSpec(QType.INT8, Symmetry.SYMMETRIC, PerTensor())
+
+
+def _uneven_conv(rng: np.random.Generator, c_out: int, c_in: int, k: int) -> np.ndarray:
+    """Weights whose output channels differ in range by up to 1000x, as after BN folding."""
+    w = rng.standard_normal((c_out, c_in, k, k)).astype(np.float32)
+    return w * np.logspace(-3, 0, c_out, dtype=np.float32).reshape(-1, 1, 1, 1)
+
+
+def _two_layers(x, w1, b1, w2, depthwise: bool) -> torch.Tensor:
+    t = lambda a: torch.from_numpy(np.asarray(a, np.float64))  # noqa: E731
+    h = F.relu(F.conv2d(t(x), t(w1), t(b1), padding=1))
+    return F.conv2d(h, t(w2), padding=1, groups=w2.shape[0] if depthwise else 1)
+
+
+def _per_tensor(w: np.ndarray) -> np.ndarray:
+    scale, zp = scale_zero_point(*reduce_range(w, PER_TENSOR_INT8), PER_TENSOR_INT8)
+    return fake_quantize(w, scale, zp, PER_TENSOR_INT8)
+
+
+@pytest.mark.parametrize("depthwise", [True, False])
+def test_equalisation_keeps_the_function_and_equalises_ranges(depthwise: bool) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    w1, b1 = _uneven_conv(rng, 8, 3, 3), rng.standard_normal(8).astype(np.float32)
+    w2 = rng.standard_normal((8, 1, 3, 3) if depthwise else (5, 8, 3, 3)).astype(np.float32)
+    new_w1, new_b1, new_w2, s = equalize_pair(w1, b1, w2, depthwise2=depthwise)
+    before = _two_layers(x, w1, b1, w2, depthwise)
+    after = _two_layers(x, new_w1, new_b1, new_w2, depthwise)
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    assert s.min() < 0.1 < 10 < s.max() or s.max() / s.min() > 10  # it really rescaled
+    np.testing.assert_allclose(
+        output_channel_ranges(new_w1), input_channel_ranges(new_w2, depthwise), rtol=1e-5
+    )
+
+
+def test_equalisation_helps_per_tensor_quantization() -> None:
+    """The point of it: after equalising, one int8 scale per tensor serves every channel."""
+    rng = np.random.default_rng(1)
+    x = np.abs(rng.standard_normal((4, 3, 10, 10))).astype(np.float32)
+    w1, b1 = _uneven_conv(rng, 16, 3, 3), np.zeros(16, np.float32)
+    w2 = rng.standard_normal((16, 1, 3, 3)).astype(np.float32)
+    ref = _two_layers(x, w1, b1, w2, True).numpy()
+    plain = _two_layers(x, _per_tensor(w1), b1, _per_tensor(w2), True).numpy()
+    e1, eb1, e2, _ = equalize_pair(w1, b1, w2, depthwise2=True)
+    equalised = _two_layers(x, _per_tensor(e1), eb1, _per_tensor(e2), True).numpy()
+    channels = lambda y: [sqnr_db(ref[:, c], y[:, c]) for c in range(ref.shape[1])]  # noqa: E731
+    # plain per-tensor rounds the small channels to zero (0 dB); equalised, every channel lives
+    assert min(channels(plain)) == 0.0 and min(channels(equalised)) > 5
+    assert np.median(channels(equalised)) > np.median(channels(plain)) + 10
+
+
+def test_dead_channels_keep_unit_scale() -> None:
+    w1 = np.ones((3, 2, 1, 1), np.float32)
+    w1[1] = 0.0
+    _, _, _, s = equalize_pair(w1, None, np.ones((3, 1, 3, 3), np.float32), depthwise2=True)
+    assert s[1] == 1.0 and np.isfinite(s).all()
+
+
+@pytest.mark.parametrize("groups", [1, 2, 6])
+def test_conv_shift_is_the_mean_output_error(groups: int) -> None:
+    """With a spatially constant input (no padding) the shift is exact: E[conv(x, W~ - W)]."""
+    rng = np.random.default_rng(2)
+    c_in, c_out = 6, 12
+    w = rng.standard_normal((c_out, c_in // groups, 3, 3)).astype(np.float32)
+    error = _per_tensor(w) - w
+    mean = rng.standard_normal(c_in).astype(np.float32)
+    x = torch.from_numpy(np.broadcast_to(mean.reshape(1, -1, 1, 1), (1, c_in, 5, 5)).copy())
+    expected = F.conv2d(x.double(), torch.from_numpy(error).double(), groups=groups)
+    shift = conv_output_shift(error, mean, groups)
+    np.testing.assert_allclose(shift, expected.mean(dim=(0, 2, 3)).numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_matmul_shift_is_the_mean_output_error() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((64, 7)).astype(np.float32) + 2.0
+    w = rng.standard_normal((7, 4)).astype(np.float32)
+    error = _per_tensor(w) - w
+    shift = matmul_output_shift(error, x.mean(axis=0))
+    np.testing.assert_allclose(shift, (x @ error).mean(axis=0), rtol=1e-4, atol=1e-6)
+
+
+# On the real demo model -----------------------------------------------------------------------
+
+
+def test_equalised_graph_computes_the_same_function(fp32_model, test_data) -> None:
+    from edgequant.ptq.equalize import equalize_model
+    from edgequant.ptq.preprocess import optimize
+
+    fp32 = optimize(fp32_model)
+    equalised, pairs = equalize_model(fp32)
+    assert pairs == 18  # (expand, depthwise) and (depthwise, project) in each of 9 blocks
+    same = eq.evaluate(equalised, test_data, reference=fp32)
+    assert same.agreement == 1.0 and same.output_sqnr_db > 80
+
+
+def test_equalisation_improves_every_depthwise_layer_at_per_tensor(fp32_model) -> None:
+    from edgequant.exporter.graph import GraphIndex
+    from edgequant.ptq.equalize import conv_pairs, equalize_model
+    from edgequant.ptq.preprocess import optimize
+
+    def depthwise_sqnr(model: eq.Model) -> list[float]:
+        index = GraphIndex.of(model.proto.graph)
+        pairs = conv_pairs(model.proto.graph, index)
+        weights = [index.array(p.second.input[1]) for p in pairs if p.depthwise_second]
+        return [sqnr_db(w, _per_tensor(w)) for w in weights]
+
+    fp32 = optimize(fp32_model)
+    before, after = depthwise_sqnr(fp32), depthwise_sqnr(equalize_model(fp32)[0])
+    assert len(before) == 9 and all(a > b + 1.0 for a, b in zip(after, before, strict=True))
+
+
+@pytest.fixture(scope="module")
+def per_tensor_results(fp32_model, calibration, test_data):
+    def run(equalization, bias_correction):
+        config = eq.PTQConfig.int8(
+            per_channel=False, equalization=equalization, bias_correction=bias_correction
+        )
+        q = eq.quantize(fp32_model, config, calibration=calibration)
+        return q, eq.evaluate(q, test_data, reference=fp32_model)
+
+    return {
+        "plain": run(eq.Equalization.NONE, eq.BiasCorrection.NONE),
+        "both": run(eq.Equalization.CROSS_LAYER, eq.BiasCorrection.EMPIRICAL),
+    }
+
+
+def test_cle_and_bias_correction_improve_per_tensor_int8(per_tensor_results) -> None:
+    """Measured on the 10,000 test images: 33.8 -> 34.7 dB output SQNR (the done-when of issue
+    4 asks for an improvement; accuracy itself moves by noise on this model)."""
+    (_, plain), (q, both) = per_tensor_results["plain"], per_tensor_results["both"]
+    assert both.output_sqnr_db > plain.output_sqnr_db + 0.5
+    assert both.agreement >= 0.995 and both.top1 >= both.reference_top1 - 0.003
+    assert q.provenance["equalized_pairs"] == 18 and q.provenance["bias_corrected_nodes"] == 30
+    assert q.provenance["config"]["equalization"] == "cross-layer"
+
+
+def test_bias_correction_changes_only_biases(per_tensor_results) -> None:
+    """Structural: same graph, same Q/DQ nodes; the int32 Gemm bias is where the shift lands."""
+    import collections
+
+    plain, both = per_tensor_results["plain"][0], per_tensor_results["both"][0]
+    ops = lambda m: collections.Counter(n.op_type for n in m.proto.graph.node)  # noqa: E731
+    assert ops(plain) == ops(both)
+    assert eq.PTQConfig.from_dict(both.provenance["config"]).bias_correction is (
+        eq.BiasCorrection.EMPIRICAL
+    )
