@@ -1,8 +1,8 @@
 """The measured effect of the PTQ repair algorithms on the demo model (issue 4's table).
 
 Cross-layer equalisation and bias correction (Nagel et al. 2019) on static INT8 with per-tensor
-and per-channel weights: accuracy, agreement and output SQNR against FP32 on the 10,000 test
-images, and the time each adds. Every number comes from ONNX Runtime running the exported model.
+and per-channel weights, and AdaRound (Nagel et al. 2020) on W4A8: accuracy, agreement and output
+SQNR against FP32 on the 10,000 test images, size, and the time each adds. Every number comes from ONNX Runtime running the exported model.
 
     python benchmarks/bench_algorithms.py [--no-readme]
 """
@@ -20,16 +20,20 @@ import edgequant as eq
 from _common import calibration_indices, demo_task, machine, write_readme_section
 
 CALIB = 1000
-NONE, CLE = eq.Equalization.NONE, eq.Equalization.CROSS_LAYER
-NO_BC, BC = eq.BiasCorrection.NONE, eq.BiasCorrection.EMPIRICAL
+CLE = {"equalization": eq.Equalization.CROSS_LAYER}
+BC = {"bias_correction": eq.BiasCorrection.EMPIRICAL}
+ADA = {"rounding": eq.Rounding.ADAROUND}
+INT8, W4A8 = eq.PTQConfig.int8, eq.PTQConfig.w4a8
 ROWS = [
-    ("per-tensor", False, NONE, NO_BC),
-    ("per-tensor + CLE", False, CLE, NO_BC),
-    ("per-tensor + bias correction", False, NONE, BC),
-    ("per-tensor + CLE + bias correction", False, CLE, BC),
-    ("per-channel (default)", True, NONE, NO_BC),
-    ("per-channel + bias correction", True, NONE, BC),
-    ("per-channel + CLE + bias correction", True, CLE, BC),
+    ("INT8 per-tensor", INT8(per_channel=False)),
+    ("INT8 per-tensor + CLE", INT8(per_channel=False, **CLE)),
+    ("INT8 per-tensor + bias correction", INT8(per_channel=False, **BC)),
+    ("INT8 per-tensor + CLE + bias correction", INT8(per_channel=False, **CLE, **BC)),
+    ("INT8 per-channel (default)", INT8()),
+    ("INT8 per-channel + bias correction", INT8(**BC)),
+    ("W4A8 per-channel, round to nearest", W4A8()),
+    ("W4A8 per-channel + AdaRound", W4A8(**ADA)),
+    ("W4A8 per-channel + AdaRound + bias correction", W4A8(**ADA, **BC)),
 ]
 
 
@@ -42,21 +46,19 @@ def main() -> None:
     data = eq.ArrayDataset(test.images, test.labels, 1000)
     reference = eq.evaluate(fp32, data)
     lines = [
-        "| static INT8 | top-1 % | drop (pts) | agree % | output SQNR dB | quantize s |",
-        "|---|---|---|---|---|---|",
-        f"| FP32 | {100 * reference.top1:.2f} | - | - | - | - |",
+        "| static PTQ | top-1 % | drop (pts) | agree % | output SQNR dB | size KB | quantize s |",
+        "|---|---|---|---|---|---|---|",
+        f"| FP32 | {100 * reference.top1:.2f} | - | - | - | {fp32.size_bytes / 1024:.0f} | - |",
     ]
-    for label, per_channel, equalization, correction in ROWS:
-        config = eq.PTQConfig.int8(
-            per_channel=per_channel, equalization=equalization, bias_correction=correction
-        )
+    for label, config in ROWS:
         t0 = time.perf_counter()
         q = eq.quantize(fp32, config, calibration=calib)
         seconds = time.perf_counter() - t0
         r = eq.evaluate(q, data, reference=fp32)
         row = (
             f"| {label} | {100 * r.top1:.2f} | {100 * (reference.top1 - r.top1):+.2f} | "
-            f"{100 * r.agreement:.2f} | {r.output_sqnr_db:.1f} | {seconds:.1f} |"
+            f"{100 * r.agreement:.2f} | {r.output_sqnr_db:.1f} | {q.size_bytes / 1024:.0f} "
+            f"| {seconds:.1f} |"
         )
         print(row, flush=True)
         lines.append(row)

@@ -165,3 +165,79 @@ def test_bias_correction_changes_only_biases(per_tensor_results) -> None:
     assert eq.PTQConfig.from_dict(both.provenance["config"]).bias_correction is (
         eq.BiasCorrection.EMPIRICAL
     )
+
+
+def test_adaround_beats_round_to_nearest_on_the_layer_output() -> None:
+    """4-bit weights of a linear layer: AdaRound's codes give a smaller output error than
+    rounding to nearest, and every code is the floor or the floor + 1 of W / s."""
+    from edgequant.algorithms.adaround import AdaRoundConfig, adaround
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(16, 32, generator=gen)
+    # correlated inputs, as real activations are (rank 8 + noise): where rounding matters
+    mix = torch.randn(8, 32, generator=gen)
+    x = torch.randn(512, 8, generator=gen) @ mix + 0.1 * torch.randn(512, 32, generator=gen)
+    scale = w.abs().amax(dim=1, keepdim=True) / 7
+    layer = lambda inp, weight: inp @ weight.T  # noqa: E731
+    codes = adaround(w, scale, -8, 7, x, layer, AdaRoundConfig(iterations=400))
+    nearest = torch.clamp(torch.round(w / scale), -8, 7)
+    assert set(torch.unique(codes - torch.floor(w / scale)).tolist()) <= {0.0, 1.0}
+    assert int(codes.min()) >= -8 and int(codes.max()) <= 7
+
+    def error(c: torch.Tensor) -> float:
+        return float((layer(x, c * scale) - layer(x, w)).pow(2).mean())
+
+    assert error(codes) < 0.5 * error(nearest)  # measured: 0.34
+
+
+@pytest.fixture(scope="module")
+def w4a8_results(fp32_model, calibration, test_data):
+    def run(rounding):
+        q = eq.quantize(fp32_model, eq.PTQConfig.w4a8(rounding=rounding), calibration=calibration)
+        return q, eq.evaluate(q, test_data, reference=fp32_model)
+
+    return run(eq.Rounding.NEAREST), run(eq.Rounding.ADAROUND)
+
+
+def test_adaround_w4a8_on_the_demo_model(w4a8_results) -> None:
+    """Issue 4's bar: W4A8 with AdaRound within 1.0 point of FP32 and better than round-to-nearest
+    (measured on 10,000 test images: nearest 0.91 points down, 15.5 dB; AdaRound 0.15, 20.6 dB)."""
+    (_, nearest), (q, ada) = w4a8_results
+    assert ada.top1 >= ada.reference_top1 - 0.010
+    assert ada.top1 > nearest.top1 and ada.agreement > nearest.agreement
+    assert ada.output_sqnr_db > nearest.output_sqnr_db + 3.0
+    assert q.provenance["adarounded_weights"] == 30
+
+
+def test_adaround_export_stores_int4_codes_on_the_rtn_scale(w4a8_results) -> None:
+    """Structural: same graph and same scales as round-to-nearest; only the codes differ."""
+    import onnx
+    from onnx import numpy_helper
+
+    (plain, _), (ada, _) = w4a8_results
+    inits = lambda m: {i.name: i for i in m.proto.graph.initializer}  # noqa: E731
+    a, b = inits(plain), inits(ada)
+
+    def int4_weights(m: eq.Model) -> list[str]:  # int4 DequantizeLinear inputs (not zero-points)
+        init = inits(m)
+        return [
+            n.input[0]
+            for n in m.proto.graph.node
+            if n.op_type == "DequantizeLinear"
+            and n.input[0] in init
+            and init[n.input[0]].data_type == onnx.TensorProto.INT4
+        ]
+
+    int4 = int4_weights(ada)
+    assert len(int4) == 30 and int4 == int4_weights(plain)
+    scale_of = {
+        n.input[0]: n.input[1] for n in ada.proto.graph.node if n.op_type == "DequantizeLinear"
+    }
+    for weight in int4:
+        np.testing.assert_array_equal(
+            numpy_helper.to_array(a[scale_of[weight]]), numpy_helper.to_array(b[scale_of[weight]])
+        )
+    changed = sum(
+        not np.array_equal(numpy_helper.to_array(a[n]), numpy_helper.to_array(b[n])) for n in int4
+    )
+    assert changed == 30

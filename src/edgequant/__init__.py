@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "Target": "edgequant.config",
     "Equalization": "edgequant.config",
     "BiasCorrection": "edgequant.config",
+    "Rounding": "edgequant.config",
     "Model": "edgequant.model",
     "load": "edgequant.model",
     "Dataset": "edgequant.data",
@@ -42,6 +43,9 @@ _EXPORTS: dict[str, str] = {
     "finetune": "edgequant.qat.train",
     "export": "edgequant.qat.export",
     "compare": "edgequant.compare",
+    "analyze": "edgequant.sensitivity",
+    "SensitivityReport": "edgequant.sensitivity",
+    "LayerSensitivity": "edgequant.sensitivity",
     "TrainingTask": "edgequant.task",
     "load_task": "edgequant.task",
     "RangeLearning": "edgequant.qat.config",
@@ -68,6 +72,7 @@ if TYPE_CHECKING:
         Equalization,
         Method,
         PTQConfig,
+        Rounding,
         Target,
     )
     from edgequant.data import ArrayDataset, Dataset, load_data
@@ -79,5 +84,6 @@ if TYPE_CHECKING:
     from edgequant.qat.train import finetune
     from edgequant.runtime.benchmark import BenchResult, benchmark
     from edgequant.runtime.evaluate import EvalResult, LayerError, evaluate, layer_sqnr
+    from edgequant.sensitivity import LayerSensitivity, SensitivityReport, analyze
     from edgequant.spec import PerChannel, PerGroup, PerTensor, QType, QuantSpec, Symmetry
     from edgequant.task import TrainingTask, load_task

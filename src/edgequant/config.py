@@ -50,6 +50,13 @@ class BiasCorrection(enum.Enum):
     EMPIRICAL = "empirical"  # Nagel et al. 2019, with input means from the calibration pass
 
 
+class Rounding(enum.Enum):
+    """How weights are rounded to their grid."""
+
+    NEAREST = "nearest"
+    ADAROUND = "adaround"  # Nagel et al. 2020: learned up/down per weight (needs torch)
+
+
 class Target(enum.Enum):
     """The hardware a model is quantized for; decides activation types by default.
 
@@ -110,6 +117,8 @@ class PTQConfig:
     exclude_nodes: tuple[str, ...] = ()
     equalization: Equalization = Equalization.NONE
     bias_correction: BiasCorrection = BiasCorrection.NONE
+    rounding: Rounding = Rounding.NEAREST
+    rounding_samples: int = 256  # calibration samples kept per layer for AdaRound
 
     def __post_init__(self) -> None:
         for name, kind in (
@@ -118,6 +127,7 @@ class PTQConfig:
             ("calibrator", Calibrator),
             ("equalization", Equalization),
             ("bias_correction", BiasCorrection),
+            ("rounding", Rounding),
         ):
             if not isinstance(getattr(self, name), kind):
                 raise ConfigError(f"{name} must be a {kind.__name__}, got {getattr(self, name)!r}")
@@ -125,6 +135,8 @@ class PTQConfig:
             raise ConfigError(f"percentile must be in (50, 100], got {self.percentile}")
         if self.num_bins < 128 or self.num_bins % 2:
             raise ConfigError(f"num_bins must be an even number >= 128, got {self.num_bins}")
+        if self.rounding_samples < 1:
+            raise ConfigError("rounding_samples must be at least 1")
         if self.max_calibration_samples < 1:
             raise ConfigError("max_calibration_samples must be at least 1")
         if self.method is Method.INT4 and not isinstance(self.weights.granularity, PerGroup):
@@ -142,6 +154,18 @@ class PTQConfig:
     ) -> PTQConfig:
         """Static INT8: s8 weights (per-channel by default), activations chosen for the target."""
         weights = WEIGHTS_INT8_PER_CHANNEL if per_channel else WEIGHTS_INT8_PER_TENSOR
+        return cls(method=Method.STATIC, weights=weights, calibrator=calibrator, **kwargs)
+
+    @classmethod
+    def w4a8(
+        cls, *, per_channel: bool = True, calibrator: Calibrator = Calibrator.MINMAX, **kwargs: Any
+    ) -> PTQConfig:
+        """Static W4A8: symmetric int4 Conv/Gemm weights, 8-bit activations (opset 21 Q/DQ).
+
+        ONNX Runtime's CPU has no int4 convolution kernel: this is for size and for runtimes
+        with 4-bit kernels, and for measuring what 4-bit weights cost in accuracy."""
+        granularity = PerChannel(0) if per_channel else PerTensor()
+        weights = QuantSpec(QType.INT4, Symmetry.SYMMETRIC, granularity)
         return cls(method=Method.STATIC, weights=weights, calibrator=calibrator, **kwargs)
 
     @classmethod
@@ -180,6 +204,8 @@ class PTQConfig:
             "exclude_nodes": list(self.exclude_nodes),
             "equalization": self.equalization.value,
             "bias_correction": self.bias_correction.value,
+            "rounding": self.rounding.value,
+            "rounding_samples": self.rounding_samples,
         }
 
     @classmethod
@@ -203,6 +229,7 @@ class PTQConfig:
                 "calibrator": Calibrator(data.pop("calibrator", "minmax")),
                 "equalization": Equalization(data.pop("equalization", "none")),
                 "bias_correction": BiasCorrection(data.pop("bias_correction", "none")),
+                "rounding": Rounding(data.pop("rounding", "nearest")),
             }
         except ValueError as exc:
             raise ConfigError(f"invalid PTQConfig value: {exc}") from None

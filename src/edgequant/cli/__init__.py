@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from edgequant.cli import ptq, training  # noqa: F401  (the commands register on import)
+from edgequant.cli import analysis, ptq, training  # noqa: F401  (the commands register on import)
 from edgequant.cli.group import cli
 from edgequant.errors import EdgeQuantError
 

@@ -56,6 +56,19 @@ CALIBRATORS = ["minmax", "percentile", "entropy", "mse"]
     is_flag=True,
     help="Static: remove the mean output shift that rounding weights adds (input means from calibration).",
 )
+@click.option(
+    "--weights",
+    "weight_bits",
+    type=click.Choice(["int8", "int4"]),
+    default="int8",
+    show_default=True,
+    help="Static: weight type (int4 = W4A8, opset 21; smaller, no int4 conv kernel in ORT's CPU).",
+)
+@click.option(
+    "--adaround",
+    is_flag=True,
+    help="Static: learn whether each weight rounds up or down (AdaRound, Nagel et al. 2020); needs torch.",
+)
 @click.option("--block-size", default=32, show_default=True, help="INT4: weights per scale.")
 @click.option("--exclude", multiple=True, help="Node name to keep in float (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
@@ -72,6 +85,8 @@ def quantize(
     activations: str,
     equalize: bool,
     bias_correction: bool,
+    weight_bits: str,
+    adaround: bool,
     block_size: int,
     exclude: tuple[str, ...],
     as_json: bool,
@@ -83,6 +98,7 @@ def quantize(
       edgequant quantize model.onnx --calib calib.npz -o model.int8.onnx
       edgequant quantize model.onnx --calib images/ --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 -o q.onnx
       edgequant quantize model.onnx --calib calib.npz --per-tensor --equalize --bias-correction -o q.onnx
+      edgequant quantize model.onnx --calib calib.npz --weights int4 --adaround -o model.w4a8.onnx
       edgequant quantize model.onnx --method dynamic -o model.dyn.onnx
       edgequant quantize model.onnx --method int4 --block-size 32 -o model.int4.onnx
     """
@@ -96,7 +112,7 @@ def quantize(
     acts = {"auto": None, "uint8": ACTIVATIONS_UINT8, "int8": ACTIVATIONS_INT8}[activations]
     common: dict[str, Any] = {"exclude_nodes": exclude, "max_calibration_samples": samples}
     if method == "static":
-        config = eq.PTQConfig.int8(
+        config = (eq.PTQConfig.w4a8 if weight_bits == "int4" else eq.PTQConfig.int8)(
             per_channel=not per_tensor,
             calibrator=eq.Calibrator(calibrator),
             activations=acts,
@@ -104,6 +120,7 @@ def quantize(
             bias_correction=eq.BiasCorrection.EMPIRICAL
             if bias_correction
             else eq.BiasCorrection.NONE,
+            rounding=eq.Rounding.ADAROUND if adaround else eq.Rounding.NEAREST,
             **common,
         )
     elif method == "dynamic":

@@ -34,6 +34,7 @@ class CalibrationResult:
     non_float: set[str]  # observed tensors that are not float32
     samples: int
     channel_means: dict[str, NDArray[np.float64]] = field(default_factory=dict)
+    kept: dict[str, NDArray[np.float32]] = field(default_factory=dict)  # first samples of `keep`
 
 
 def calibrate(
@@ -45,18 +46,23 @@ def calibrate(
     max_samples: int,
     histogram: bool = True,
     channel_means: tuple[str, ...] = (),
+    keep: tuple[str, ...] = (),
+    keep_samples: int = 0,
     progress: ProgressFn = silent,
 ) -> CalibrationResult:
     """Run the model over `data` (batches), observe `tensors` and average `channel_means`
-    per channel (axis 1, over every other axis) for bias correction."""
+    per channel (axis 1, over every other axis) for bias correction, and keep the first
+    `keep_samples` values of the tensors in `keep` (inputs AdaRound reconstructs from)."""
     graph_inputs = set(model.input_names)
-    wanted = list(dict.fromkeys([*tensors, *channel_means]))
+    wanted = list(dict.fromkeys([*tensors, *channel_means, *keep]))
     inner = [t for t in wanted if t not in graph_inputs]
     session = make_session(model.with_outputs(inner), optimization=Optimization.NONE)
     specs = input_specs(session)
     out_names = [o.name for o in session.get_outputs()]
     observers = {t: HistogramObserver(num_bins, histogram) for t in tensors}
     means = {t: ChannelMean() for t in channel_means}
+    kept: dict[str, list[NDArray[np.float32]]] = {t: [] for t in keep}
+    kept_samples = 0
     non_float: set[str] = set()
     samples = 0
     for batch in as_batches(data):
@@ -65,7 +71,14 @@ def calibrate(
         feed = {k: v[:n] for k, v in feed.items()}
         for part in split_for_fixed_batch(feed, specs):
             values = dict(zip(out_names, session.run(out_names, part), strict=True))
-            values.update({k: v for k, v in part.items() if k in observers or k in means})
+            values.update(
+                {k: v for k, v in part.items() if k in observers or k in means or k in kept}
+            )
+            room = keep_samples - kept_samples
+            if room > 0:
+                for name, parts in kept.items():
+                    parts.append(np.array(values[name][:room], np.float32))
+                kept_samples += min(room, len(next(iter(part.values()))))
             for name, mean in means.items():
                 if values[name].dtype == np.float32:
                     mean.update(values[name])
@@ -86,5 +99,9 @@ def calibrate(
             "the calibration data is empty: give at least one batch (a few hundred samples is typical)"
         )
     return CalibrationResult(
-        observers, non_float, samples, {t: m.mean() for t, m in means.items() if m.count}
+        observers,
+        non_float,
+        samples,
+        {t: m.mean() for t, m in means.items() if m.count},
+        {t: np.concatenate(p) for t, p in kept.items() if p},
     )

@@ -1,0 +1,81 @@
+"""Sensitivity report: sensitivity.md, sensitivity.json and a per-layer bar plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgequant.model import write_atomic
+from edgequant.sensitivity import SensitivityReport
+
+
+def sensitivity_table(report: SensitivityReport, limit: int | None = None) -> str:
+    """Markdown table, most sensitive layer first."""
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.2f}"
+
+    lines = [
+        "| rank | layer | op | alone: SQNR dB | alone: top-1 % | alone: agree % "
+        "| all but this: top-1 % | all but this: SQNR dB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for rank, r in enumerate(report.layers[:limit], 1):
+        lines.append(
+            f"| {rank} | {r.node} | {r.op_type} | {r.alone_sqnr_db:.1f} | {pct(r.alone_top1)} "
+            f"| {pct(r.alone_agreement)} | {pct(r.without_top1)} | {r.without_sqnr_db:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_sensitivity_report(report: SensitivityReport, folder: Path) -> dict[str, Path]:
+    """Write the report files into `folder` (atomically) and return their paths."""
+    plot = folder / "sensitivity.png"
+    _plot(report, plot)
+    head = (
+        f"FP32 top-1 {_pct(report.reference_top1)}, fully quantized {_pct(report.quantized_top1)} "
+        f"(agreement {100 * report.quantized_agreement:.2f}%, output SQNR "
+        f"{report.quantized_sqnr_db:.1f} dB), {report.samples:,} samples."
+    )
+    md = (
+        f"# Sensitivity analysis\n\n{report.sentence()}\n\n{head}\n\n{sensitivity_table(report)}\n\n"
+        f"![per-layer sensitivity]({plot.name})\n"
+    )
+    write_atomic(folder / "sensitivity.md", md.encode())
+    text = json.dumps(report.to_dict(), indent=2) + "\n"
+    write_atomic(folder / "sensitivity.json", text.encode())
+    return {
+        "markdown": folder / "sensitivity.md",
+        "json": folder / "sensitivity.json",
+        "plot": plot,
+    }
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def _plot(report: SensitivityReport, path: Path) -> None:
+    """Per layer in graph order: SQNR when quantized alone (lower = more sensitive)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = sorted(report.layers, key=lambda r: r.position)
+    order = {r.node: i for i, r in enumerate(report.layers)}
+    culprits = {r.node for r in report.culprits()}
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.32 * len(layers)), 4.2), dpi=100)
+    xs = range(len(layers))
+    colors = ["tab:red" if r.node in culprits else "tab:blue" for r in layers]
+    ax.bar(xs, [r.alone_sqnr_db for r in layers], color=colors)
+    ax.set_xticks(list(xs), [f"{r.node[-28:]} (#{order[r.node] + 1})" for r in layers],
+                  rotation=90, fontsize=6)  # fmt: skip
+    ax.set_ylabel("output SQNR with only this layer quantized (dB)")
+    ax.set_title("Per-layer sensitivity (red: most sensitive)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, metadata={"Software": None})
+    plt.close(fig)
+    tmp.replace(path)
