@@ -241,3 +241,34 @@ def test_adaround_export_stores_int4_codes_on_the_rtn_scale(w4a8_results) -> Non
         not np.array_equal(numpy_helper.to_array(a[n]), numpy_helper.to_array(b[n])) for n in int4
     )
     assert changed == 30
+
+
+def test_adaround_layer_function_matches_onnx_runtime() -> None:
+    """The torch function AdaRound reconstructs is the ONNX Conv itself (strides, pads, groups)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from edgequant.ptq.adaround_graph import layer_function
+
+    node = helper.make_node(
+        "Conv", ["x", "w"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1], group=2, name="c"
+    )
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 9, 9]),
+            helper.make_tensor_value_info("w", TensorProto.FLOAT, [6, 2, 3, 3]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 4, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = sess.run(None, {"x": x, "w": w})[0]
+    got = layer_function(node)(torch.from_numpy(x), torch.from_numpy(w)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    asymmetric = helper.make_node("Conv", ["x", "w"], ["y"], pads=[0, 0, 1, 1])
+    assert layer_function(asymmetric) is None

@@ -30,16 +30,14 @@ def layer_function(node: onnx.NodeProto) -> Layer | None:
             return None
         pads = list(attribute(node, "pads", []) or [])  # type: ignore[call-overload]
         half = len(pads) // 2
-        if pads and pads[:half] != pads[half:]:
-            return None  # asymmetric padding
+        if len(pads) not in (0, 4) or pads[:half] != pads[half:]:
+            return None  # 2-D convolutions with symmetric padding only
         kwargs = {
             "stride": tuple(attribute(node, "strides", []) or ()) or 1,  # type: ignore[call-overload]
             "padding": tuple(pads[:half]) or 0,
             "dilation": tuple(attribute(node, "dilations", []) or ()) or 1,  # type: ignore[call-overload]
             "groups": int(attribute(node, "group", 1)),  # type: ignore[call-overload]
         }
-        if len(pads) not in (0, 4):
-            return None  # 2-D convolutions only
         return lambda x, w: F.conv2d(x, w, None, **kwargs)
     if node.op_type == "Gemm":
         if attribute(node, "transB", 0):
@@ -58,9 +56,11 @@ def adaround_node(
     """The node's weight after AdaRound, dequantized (float32), or None where it does not apply
     (asymmetric or group-wise weights, unsupported operator)."""
     layer = layer_function(node)
+    weight = index.array(node.input[1]).astype(np.float32)
     if layer is None or tq.spec.symmetry is not Symmetry.SYMMETRIC:
         return None
-    weight = index.array(node.input[1]).astype(np.float32)
+    if node.op_type == "Conv" and weight.ndim != 4:
+        return None  # 1-D/3-D convolutions: only conv2d is reconstructed here
     granularity = tq.spec.granularity
     if isinstance(granularity, PerChannel):
         shape = [1] * weight.ndim
