@@ -9,6 +9,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-for script in ("bench_demo.py", "bench_vs_ort.py", "bench_algorithms.py", "bench_qat.py"):
+for script in (
+    "bench_demo.py",
+    "bench_vs_ort.py",
+    "bench_algorithms.py",
+    "bench_tune.py",
+    "bench_qat.py",
+):
     print(f"== {script}", flush=True)
     subprocess.run([sys.executable, str(HERE / script), *sys.argv[1:]], check=True)

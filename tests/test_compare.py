@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 import edgequant as eq
-from edgequant.compare import Recipe, compare
+from edgequant.comparison import Recipe, compare
 from edgequant.task import TrainingTask
 
 

@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "Equalization": "edgequant.config",
     "BiasCorrection": "edgequant.config",
     "Rounding": "edgequant.config",
+    "Precision": "edgequant.config",
     "Model": "edgequant.model",
     "load": "edgequant.model",
     "Dataset": "edgequant.data",
@@ -42,8 +43,12 @@ _EXPORTS: dict[str, str] = {
     "prepare_qat": "edgequant.qat.prepare",
     "finetune": "edgequant.qat.train",
     "export": "edgequant.qat.export",
-    "compare": "edgequant.compare",
+    "compare": "edgequant.comparison",
     "analyze": "edgequant.sensitivity",
+    "tune": "edgequant.autotune",
+    "TuneConfig": "edgequant.autotune",
+    "TuneResult": "edgequant.autotune",
+    "Backend": "edgequant.trials",
     "SensitivityReport": "edgequant.sensitivity",
     "LayerSensitivity": "edgequant.sensitivity",
     "TrainingTask": "edgequant.task",
@@ -55,7 +60,9 @@ __all__ = sorted([*_EXPORTS, "__version__"])
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # resolved once; later lookups skip this hook
+        return value
     raise AttributeError(f"module 'edgequant' has no attribute {name!r}")
 
 
@@ -65,12 +72,14 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from edgequant.api import quantize
-    from edgequant.compare import compare
+    from edgequant.autotune import TuneConfig, TuneResult, tune
+    from edgequant.comparison import compare
     from edgequant.config import (
         BiasCorrection,
         Calibrator,
         Equalization,
         Method,
+        Precision,
         PTQConfig,
         Rounding,
         Target,
@@ -87,3 +96,4 @@ if TYPE_CHECKING:
     from edgequant.sensitivity import LayerSensitivity, SensitivityReport, analyze
     from edgequant.spec import PerChannel, PerGroup, PerTensor, QType, QuantSpec, Symmetry
     from edgequant.task import TrainingTask, load_task
+    from edgequant.trials import Backend

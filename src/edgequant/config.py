@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,29 @@ class Rounding(enum.Enum):
 
     NEAREST = "nearest"
     ADAROUND = "adaround"  # Nagel et al. 2020: learned up/down per weight (needs torch)
+
+
+class Precision(enum.Enum):
+    """What one layer computes in: per-layer (mixed) precision for static PTQ.
+
+    Ordered from smallest to most accurate. INT4 and INT16 need opset 21 Q/DQ. ONNX Runtime's CPU
+    has fused kernels only for 8-bit: INT4 weights and INT16 activations run as DQ -> float op
+    here (smaller or more accurate, not faster); NPUs and other runtimes have kernels for them.
+    """
+
+    INT4 = "int4"  # 4-bit symmetric weights (the config's granularity), 8-bit activations
+    INT8 = "int8"  # 8-bit weights and activations
+    INT16 = "int16"  # 8-bit weights, 16-bit activations in and out of the layer
+    FP16 = "fp16"  # half-precision weights and compute, cast at its borders
+    FP32 = "fp32"  # left in float
+
+    @property
+    def quantized(self) -> bool:
+        return self in (Precision.INT4, Precision.INT8, Precision.INT16)
+
+    @property
+    def weight_bits(self) -> int:
+        return {"int4": 4, "int8": 8, "int16": 8, "fp16": 16, "fp32": 32}[self.value]
 
 
 class Target(enum.Enum):
@@ -119,6 +143,9 @@ class PTQConfig:
     bias_correction: BiasCorrection = BiasCorrection.NONE
     rounding: Rounding = Rounding.NEAREST
     rounding_samples: int = 256  # calibration samples kept per layer for AdaRound
+    # node name -> Precision; a dict is accepted and stored as sorted pairs. Unlisted nodes
+    # follow `weights` and `activations`.
+    layer_precisions: tuple[tuple[str, Precision], ...] = ()
 
     def __post_init__(self) -> None:
         for name, kind in (
@@ -142,10 +169,28 @@ class PTQConfig:
         if self.method is Method.INT4 and not isinstance(self.weights.granularity, PerGroup):
             raise ConfigError("INT4 weight-only quantization needs PerGroup weights")
         object.__setattr__(self, "exclude_nodes", tuple(self.exclude_nodes))
+        pairs = self.layer_precisions
+        items = pairs.items() if isinstance(pairs, Mapping) else pairs
+        try:
+            pairs = tuple(sorted((str(k), Precision(v)) for k, v in items))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"layer_precisions must map node names to Precision: {exc}") from None
+        if len({k for k, _ in pairs}) != len(pairs):
+            raise ConfigError("layer_precisions names a node twice")
+        if pairs and self.method is not Method.STATIC:
+            raise ConfigError("per-layer precisions need static quantization (method=static)")
+        object.__setattr__(self, "layer_precisions", pairs)
 
     @property
     def activation_spec(self) -> QuantSpec:
         return self.activations or default_activations(self.target)
+
+    @property
+    def precisions(self) -> dict[str, Precision]:
+        """Per-layer precisions, with `exclude_nodes` as FP32."""
+        out = dict(self.layer_precisions)
+        out.update({name: Precision.FP32 for name in self.exclude_nodes})
+        return out
 
     # Named constructors -------------------------------------------------------------------
     @classmethod
@@ -206,6 +251,7 @@ class PTQConfig:
             "bias_correction": self.bias_correction.value,
             "rounding": self.rounding.value,
             "rounding_samples": self.rounding_samples,
+            "layer_precisions": {k: v.value for k, v in self.layer_precisions},
         }
 
     @classmethod
@@ -240,6 +286,11 @@ class PTQConfig:
         data.pop("activations", None)
         if "exclude_nodes" in data:
             kwargs["exclude_nodes"] = tuple(data.pop("exclude_nodes"))
+        if "layer_precisions" in data:
+            layers = data.pop("layer_precisions")
+            if not isinstance(layers, dict):
+                raise ConfigError("layer_precisions must be a mapping of node name to precision")
+            kwargs["layer_precisions"] = layers
         return cls(**kwargs, **data)
 
     def with_(self, **changes: Any) -> PTQConfig:

@@ -1,6 +1,7 @@
 """The `edgequant` command: a thin layer over the public API (parsing, progress, exit codes).
 
-Exit codes: 0 success, 2 user error (one line on stderr, no traceback), 130 interrupted.
+Exit codes: 0 success, 1 `tune` found no model within its budgets, 2 user error (one line on
+stderr, no traceback), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import sys
 
 import click
 
-from edgequant.cli import analysis, ptq, training  # noqa: F401  (the commands register on import)
+from edgequant.cli import analysis, ptq, training, tuning  # noqa: F401  (commands register on import)
 from edgequant.cli.group import cli
 from edgequant.errors import EdgeQuantError
 

@@ -71,6 +71,19 @@ CALIBRATORS = ["minmax", "percentile", "entropy", "mse"]
 )
 @click.option("--block-size", default=32, show_default=True, help="INT4: weights per scale.")
 @click.option("--exclude", multiple=True, help="Node name to keep in float (repeatable).")
+@click.option(
+    "--layer",
+    "layers",
+    multiple=True,
+    metavar="NODE=PRECISION",
+    help="Static: one layer's precision, int4|int8|int16|fp16|fp32 (repeatable; mixed precision).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(),
+    help="A PTQConfig as JSON, or a .quant.json (e.g. from `edgequant tune`): replaces the options above.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 def quantize(
     model: str,
@@ -89,6 +102,8 @@ def quantize(
     adaround: bool,
     block_size: int,
     exclude: tuple[str, ...],
+    layers: tuple[str, ...],
+    config_file: str | None,
     as_json: bool,
 ) -> None:
     """Quantize an ONNX MODEL.
@@ -99,6 +114,8 @@ def quantize(
       edgequant quantize model.onnx --calib images/ --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 -o q.onnx
       edgequant quantize model.onnx --calib calib.npz --per-tensor --equalize --bias-correction -o q.onnx
       edgequant quantize model.onnx --calib calib.npz --weights int4 --adaround -o model.w4a8.onnx
+      edgequant quantize model.onnx --calib calib.npz --layer /stem/Conv=int16 --layer /head/Gemm=fp32 -o q.onnx
+      edgequant quantize model.onnx --calib calib.npz --config edgequant-tune/model.tuned.quant.json -o q.onnx
       edgequant quantize model.onnx --method dynamic -o model.dyn.onnx
       edgequant quantize model.onnx --method int4 --block-size 32 -o model.int4.onnx
     """
@@ -121,6 +138,7 @@ def quantize(
             if bias_correction
             else eq.BiasCorrection.NONE,
             rounding=eq.Rounding.ADAROUND if adaround else eq.Rounding.NEAREST,
+            layer_precisions=_layer_precisions(layers),
             **common,
         )
     elif method == "dynamic":
@@ -129,6 +147,11 @@ def quantize(
         config = eq.PTQConfig.fp16(**common)
     else:
         config = eq.PTQConfig.int4(block_size=block_size, **common)
+    if layers and method != "static":
+        raise click.UsageError("--layer needs --method static")
+    if config_file:
+        config = _read_config(Path(config_file))
+        method = config.method.value
     data = eq.load_data(calib, batch_size=64, mean=floats(mean), std=floats(std)) if calib else None
     if method == "static" and data is None:
         raise click.UsageError(
@@ -279,3 +302,41 @@ def bench(
         Console().print(table)
 
     emit({"results": [r.to_dict() for r in res]}, as_json, human)
+
+
+def _layer_precisions(items: tuple[str, ...]) -> dict[str, Any]:
+    import edgequant as eq
+
+    out = {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        choices = [p.value for p in eq.Precision]
+        if not sep or not name or value not in choices:
+            raise click.BadParameter(
+                f"expected NODE=PRECISION with PRECISION one of {'|'.join(choices)}, got {item!r}",
+                param_hint="--layer",
+            )
+        out[name] = eq.Precision(value)
+    return out
+
+
+def _read_config(path: Path) -> Any:
+    """A PTQConfig from JSON: the config itself, or a model's .quant.json holding it."""
+    import json
+
+    import edgequant as eq
+    from edgequant.errors import ConfigError
+
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"config {path} is not valid JSON: {exc.msg} (line {exc.lineno})"
+        ) from None
+    if isinstance(data, dict) and isinstance(data.get("config"), dict):
+        data = data["config"]
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must hold a JSON object")
+    return eq.PTQConfig.from_dict(data)

@@ -65,7 +65,7 @@ def compare_cmd(out: str, task_entry: str, precisions: tuple[str, ...], steps: i
       edgequant compare -o compare-report
       edgequant compare --task mytrain:make_task --precision w4a8 --steps 300
     """
-    from edgequant.compare import compare, default_recipe
+    from edgequant.comparison import compare, default_recipe
     from edgequant.task import load_task
 
     recipes = [default_recipe(p, steps) for p in precisions]
@@ -132,7 +132,7 @@ def qat(
     import time
 
     import edgequant as eq
-    from edgequant.compare import default_recipe
+    from edgequant.comparison import default_recipe
     from edgequant.qat.config import RangeLearning
     from edgequant.qat.distributed import init_from_env, is_main_process, rank_and_world, shutdown
     from edgequant.task import load_task

@@ -20,6 +20,7 @@ class GraphIndex:
     initializers: dict[str, onnx.TensorProto]
     graph_inputs: set[str]
     graph_outputs: set[str]
+    by_name: dict[str, onnx.NodeProto]
 
     @classmethod
     def of(cls, graph: onnx.GraphProto) -> GraphIndex:
@@ -44,7 +45,12 @@ class GraphIndex:
             inits,
             {i.name for i in graph.input if i.name not in inits},
             {o.name for o in graph.output},
+            {n.name: n for n in graph.node},
         )
+
+    def node(self, name: str) -> onnx.NodeProto:
+        """The node called `name`."""
+        return self.by_name[name]
 
     def is_constant(self, name: str) -> bool:
         return name in self.initializers

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +10,14 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgequant.config import BiasCorrection, Calibrator, Equalization, PTQConfig, Rounding
+from edgequant.config import (
+    BiasCorrection,
+    Calibrator,
+    Equalization,
+    Precision,
+    PTQConfig,
+    Rounding,
+)
 from edgequant.errors import ConfigError, NothingToQuantizeError
 from edgequant.exporter import QuantPlan, TensorQuant, export_qdq
 from edgequant.exporter.graph import GraphIndex, attribute
@@ -21,7 +28,9 @@ from edgequant.progress import ProgressFn, silent
 from edgequant.ptq.bias_correct import correct_biases, correctable
 from edgequant.ptq.calibrate import calibrate
 from edgequant.ptq.equalize import equalize_model
-from edgequant.ptq.preprocess import optimize
+from edgequant.ptq.fp16 import to_fp16_layers
+from edgequant.ptq.mixed import activation_specs, check_names, float_layers, weight_specs
+from edgequant.ptq.preprocess import optimize, upgrade_opset
 from edgequant.ptq.rules import RANGE_LIMIT, Role
 from edgequant.ptq.select import Selection, clip_max, rule_for, select
 from edgequant.spec import PerChannel, QuantSpec
@@ -48,7 +57,11 @@ class Calibrated:
     channel_means: dict[str, np.ndarray]
     samples: int
     equalized_pairs: int
-    rounded: dict[str, tuple[np.ndarray, TensorQuant]] = field(default_factory=dict)
+    kept: dict[str, np.ndarray] = field(default_factory=dict)  # layer inputs kept for AdaRound
+    # (weight name, aimed spec) -> AdaRound's values on the grid and their quantization
+    rounded: dict[tuple[str, QuantSpec], tuple[np.ndarray, TensorQuant] | None] = field(
+        default_factory=dict
+    )
 
     def weighted_nodes(self) -> list[onnx.NodeProto]:
         """The quantized nodes with a constant weight (Conv, Gemm, MatMul), in graph order."""
@@ -57,7 +70,7 @@ class Calibrated:
         return [n for n in sel.nodes if (r := rule_for(n, index)) and r.role is Role.WEIGHTED]
 
     def selection(self, exclude: frozenset[str], index: GraphIndex) -> Selection:
-        exclude = exclude | frozenset(self.config.exclude_nodes)
+        exclude = exclude | frozenset(float_layers(self.config.precisions))
         sel = select(
             self.fp32.proto.graph, index, exclude_nodes=exclude, bad_tensors=self.bad_tensors
         )
@@ -65,13 +78,33 @@ class Calibrated:
             raise NothingToQuantizeError(_nothing_message(sel))
         return sel
 
+    def round_weight(
+        self, node: onnx.NodeProto, spec: QuantSpec
+    ) -> tuple[np.ndarray, TensorQuant] | None:
+        """AdaRound's weight for `node` at `spec` (None: not rounded), computed once per spec."""
+        if self.config.rounding is not Rounding.ADAROUND or node.input[0] not in self.kept:
+            return None
+        key = (node.input[1], spec)
+        if key not in self.rounded:
+            try:
+                from edgequant.algorithms.adaround import AdaRoundConfig
+                from edgequant.ptq.adaround_graph import adaround_node
+            except ImportError:
+                raise ConfigError("AdaRound needs torch: pip install 'edgequant[torch]'") from None
+            index = GraphIndex.of(self.fp32.proto.graph)
+            tq = weight_quant(index.array(node.input[1]), spec)
+            values = adaround_node(node, index, tq, self.kept[node.input[0]], AdaRoundConfig())
+            self.rounded[key] = None if values is None else (values, tq)
+        return self.rounded[key]
+
 
 def calibrate_static(
     model: Model, config: PTQConfig, calibration: Iterable[Any], progress: ProgressFn = silent
 ) -> Calibrated:
     """Clean up (and equalise) the graph, then one calibration pass for every tensor involved."""
     fp32 = optimize(model, min_opset=_min_opset(config))
-    exclude = frozenset(config.exclude_nodes)
+    check_names(config.precisions, fp32.proto.graph)
+    exclude = frozenset(float_layers(config.precisions))
     equalized = 0
     if config.equalization is Equalization.CROSS_LAYER:
         fp32, equalized = equalize_model(fp32, exclude)
@@ -107,63 +140,63 @@ def calibrate_static(
         }
     )
     cal = Calibrated(
-        model.name, fp32, config, ranges, bad, result.channel_means, result.samples, equalized
-    )
-    if ada:
-        cal.rounded = _adaround(cal, result.kept, progress)
+        model.name, fp32, config, ranges, bad, result.channel_means, result.samples, equalized,
+        result.kept,
+    )  # fmt: skip
+    if ada:  # round every layer at its configured precision now, with progress shown
+        index = GraphIndex.of(fp32.proto.graph)
+        nodes = [n for n in cal.weighted_nodes() if n.input[0] in cal.kept]
+        specs = weight_specs(cal.selection(frozenset(), index), index, config, config.precisions)
+        for i, node in enumerate(nodes):
+            cal.round_weight(node, aim_weight_spec(specs[node.name], node))
+            progress("adaptive rounding", i + 1, len(nodes))
     return cal
 
 
-def _adaround(
-    cal: Calibrated, kept: dict[str, np.ndarray], progress: ProgressFn
-) -> dict[str, tuple[np.ndarray, TensorQuant]]:
-    """AdaRound every weighted node with kept inputs: weight name -> (its values, its quant)."""
-    try:
-        from edgequant.algorithms.adaround import AdaRoundConfig
-        from edgequant.ptq.adaround_graph import adaround_node
-    except ImportError:
-        raise ConfigError("AdaRound needs torch: pip install 'edgequant[torch]'") from None
-    index = GraphIndex.of(cal.fp32.proto.graph)
-    nodes = [n for n in cal.weighted_nodes() if n.input[0] in kept]
-    rounded = {}
-    for i, node in enumerate(nodes):
-        tq = weight_quant(index.array(node.input[1]), _aim(cal.config.weights, node))
-        values = adaround_node(node, index, tq, kept[node.input[0]], AdaRoundConfig())
-        if values is not None:
-            rounded[node.input[1]] = (values, tq)
-        progress("adaptive rounding", i + 1, len(nodes))
-    return rounded
-
-
-def quantize_calibrated(cal: Calibrated, exclude: frozenset[str] = frozenset()) -> Model:
-    """The QDQ model of `cal` with the nodes in `exclude` (and the config's) left in float."""
+def quantize_calibrated(
+    cal: Calibrated,
+    exclude: frozenset[str] = frozenset(),
+    precisions: Mapping[str, Precision] | None = None,
+) -> Model:
+    """The QDQ model of `cal` with the nodes in `exclude` left in float and `precisions`
+    (node -> Precision) over the config's own per-layer precisions."""
     config = cal.config
+    layers = {**config.precisions, **(precisions or {})}
+    layers.update({name: Precision.FP32 for name in exclude})
+    check_names(layers, cal.fp32.proto.graph)
+    floats = float_layers(layers)
     proto = onnx.ModelProto()
     proto.CopyFrom(cal.fp32.proto)  # bias correction edits biases of the nodes quantized now
     index = GraphIndex.of(proto.graph)
-    sel = cal.selection(exclude, index)
+    sel = cal.selection(frozenset(floats), index)
     missing = [t for t in sel.observed_tensors() if t not in cal.ranges]
     if missing:
         raise NothingToQuantizeError(f"no calibrated range for {missing[0]!r}")  # never expected
+    specs = {
+        name: aim_weight_spec(spec, index.node(name))
+        for name, spec in weight_specs(sel, index, config, layers).items()
+    }
+
+    def weight_for(node: onnx.NodeProto, w: np.ndarray) -> np.ndarray:
+        rounded = cal.round_weight(node, specs[node.name])
+        return rounded[0] if rounded is not None else _round_trip(w, specs[node.name])
+
     corrected = 0
     if config.bias_correction is BiasCorrection.EMPIRICAL:
-        corrected = correct_biases(
-            proto.graph,
-            sel.nodes,
-            cal.channel_means,
-            lambda node, w: (
-                cal.rounded[node.input[1]][0]
-                if node.input[1] in cal.rounded
-                else _round_trip(w, _aim(config.weights, node))
-            ),
-        )
-    rounded = _use_rounded(proto, sel, cal.rounded)
+        corrected = correct_biases(proto.graph, sel.nodes, cal.channel_means, weight_for)
+    rounded = _use_rounded(proto, index, specs, cal)
     index = GraphIndex.of(proto.graph)
-    plan = build_plan(index, sel, cal.ranges, config, rounded)
-    plan.min_opset = _min_opset(config)
-    out = Model(export_qdq(proto, plan), f"{cal.model_name}.int8")
+    plan = build_plan(index, sel, cal.ranges, activation_specs(sel, index, config, layers), specs)
+    plan.weights.update(rounded)
+    plan.min_opset = max(_min_opset(config), _plan_opset(plan))
+    proto = upgrade_opset(proto, plan.min_opset)
+    exported = export_qdq(proto, plan)
+    halves = [name for name, p in floats.items() if p is Precision.FP16]
+    if halves:
+        exported = to_fp16_layers(exported, halves)
+    out = Model(exported, f"{cal.model_name}.{_suffix(config, layers)}")
     out.provenance = {
-        "config": config.to_dict(),
+        "config": config.with_(layer_precisions=layers, exclude_nodes=()).to_dict(),
         "calibration_samples": cal.samples,
         "quantized_nodes": len(sel.nodes),
         "equalized_pairs": cal.equalized_pairs,
@@ -175,39 +208,56 @@ def quantize_calibrated(cal: Calibrated, exclude: frozenset[str] = frozenset()) 
     return out
 
 
+def _suffix(config: PTQConfig, layers: Mapping[str, Precision]) -> str:
+    return "mixed" if layers else ("w4a8" if config.weights.qtype.bits == 4 else "int8")
+
+
 def _min_opset(config: PTQConfig) -> int:
-    """4-bit tensors need opset 21 (INT4/UINT4 in QuantizeLinear/DequantizeLinear)."""
-    four_bit = 4 in (config.weights.qtype.bits, config.activation_spec.qtype.bits)
-    return 21 if four_bit else 13
+    """4- and 16-bit tensors need opset 21 (INT4/INT16 in QuantizeLinear/DequantizeLinear)."""
+    bits = {config.weights.qtype.bits, config.activation_spec.qtype.bits}
+    wide = {Precision.INT4, Precision.INT16} & set(config.precisions.values())
+    return 21 if bits & {4, 16} or wide else 13
+
+
+def _plan_opset(plan: QuantPlan) -> int:
+    quants = [*plan.activations.values(), *plan.weights.values()]
+    return 21 if any(tq.spec.qtype.bits != 8 for tq in quants) else 13
 
 
 def _use_rounded(
-    proto: onnx.ModelProto, sel: Selection, rounded: dict[str, tuple[np.ndarray, TensorQuant]]
+    proto: onnx.ModelProto, index: GraphIndex, specs: dict[str, QuantSpec], cal: Calibrated
 ) -> dict[str, TensorQuant]:
-    """Put AdaRound's values (on the grid already) into the weights of the quantized nodes."""
-    names = {n.input[1] for n in sel.nodes if len(n.input) > 1} & set(rounded)
+    """Put AdaRound's values (on the grid already) into the weights of the quantized nodes;
+    returns weight name -> its quantization."""
+    rounded: dict[str, tuple[np.ndarray, TensorQuant]] = {}
+    for name, spec in specs.items():
+        node = index.node(name)
+        result = cal.round_weight(node, spec)
+        if result is not None and node.input[1] not in rounded:
+            rounded[node.input[1]] = result
     for init in proto.graph.initializer:
-        if init.name in names:
+        if init.name in rounded:
             init.CopyFrom(numpy_helper.from_array(rounded[init.name][0], init.name))
-    return {name: rounded[name][1] for name in names}
+    return {name: tq for name, (_, tq) in rounded.items()}
 
 
 def build_plan(
     index: GraphIndex,
     sel: Selection,
     ranges: dict[str, tuple[float, float]],
-    config: PTQConfig,
-    weight_quants: dict[str, TensorQuant] | None = None,
+    act_specs: dict[str, QuantSpec],
+    weight_specs: dict[str, QuantSpec],
 ) -> QuantPlan:
-    """Turn calibrated ranges into scales and zero-points for every tensor the selection names."""
-    act_spec = config.activation_spec
+    """Turn calibrated ranges into scales and zero-points for every tensor the selection names.
+
+    act_specs: activation tensor -> its spec; weight_specs: weighted node -> its aimed spec."""
     plan = QuantPlan()
-    folded_inputs = _decide_folds(index, sel, ranges, act_spec, plan)
+    folded_inputs = _decide_folds(index, sel, ranges, act_specs, plan)
     for t in sel.activations:
         if t in folded_inputs or t in sel.shared:
             continue
-        scale, zp = scale_zero_point(*ranges[t], act_spec)
-        plan.activations[t] = TensorQuant(act_spec, scale, zp)
+        scale, zp = scale_zero_point(*ranges[t], act_specs[t])
+        plan.activations[t] = TensorQuant(act_specs[t], scale, zp)
     for out, src in sel.shared.items():
         plan.activations[out] = plan.activations[src]
     for node in sel.nodes:
@@ -215,10 +265,8 @@ def build_plan(
         if rule is None or rule.role is not Role.WEIGHTED or rule.weight_input is None:
             continue
         weight = node.input[rule.weight_input]
-        if weight in (weight_quants or {}):
-            plan.weights[weight] = weight_quants[weight]  # type: ignore[index]
-        elif weight not in plan.weights:
-            plan.weights[weight] = weight_quant(index.array(weight), _aim(config.weights, node))
+        if weight not in plan.weights:
+            plan.weights[weight] = weight_quant(index.array(weight), weight_specs[node.name])
         bias = (
             node.input[rule.bias_input]
             if rule.bias_input is not None and len(node.input) > rule.bias_input
@@ -247,7 +295,7 @@ def _round_trip(values: np.ndarray, spec: QuantSpec) -> np.ndarray:
     return fake_quantize(values, tq.scale, tq.zero_point, spec)
 
 
-def _aim(template: QuantSpec, node: Any) -> QuantSpec:
+def aim_weight_spec(template: QuantSpec, node: Any) -> QuantSpec:
     """Point a per-channel template at the operator's output-channel axis."""
     if not isinstance(template.granularity, PerChannel):
         return template
@@ -261,7 +309,7 @@ def _decide_folds(
     index: GraphIndex,
     sel: Selection,
     ranges: dict[str, tuple[float, float]],
-    spec: QuantSpec,
+    specs: dict[str, QuantSpec],
     plan: QuantPlan,
 ) -> set[str]:
     """Fold Relu/Clip when the quantizer of its output clips at 0 exactly (zero-point = qmin)
@@ -271,6 +319,7 @@ def _decide_folds(
     for act_name, pre in sel.fold_candidates.items():
         act = nodes[act_name]
         lo, hi = ranges[act.output[0]]
+        spec = specs[act.output[0]]
         scale, zp = scale_zero_point(lo, hi, spec)
         top = float(scale) * (spec.qmax - int(zp))
         if int(zp) == spec.qmin and top <= clip_max(act, index) * (1 + 1e-6):

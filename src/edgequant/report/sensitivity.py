@@ -76,6 +76,9 @@ def _plot(report: SensitivityReport, path: Path) -> None:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, metadata={"Software": None})
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        fig.savefig(tmp, metadata={"Software": None})
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,72 @@
+"""Score many candidate models against one FP32 reference whose outputs are computed once.
+
+`evaluate(model, data, reference=fp32)` runs both models per call; a search that builds dozens
+of candidates (tuning) would run FP32 dozens of times. A `Scorer` keeps the FP32 outputs and the
+labels of a small labelled set (a few thousand samples: outputs are held in memory) and is
+picklable, so Ray workers can score with it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgequant.data import split_item
+from edgequant.errors import DataError
+from edgequant.model import Model
+from edgequant.runtime.session import input_specs, make_feed, make_session, run_feed
+
+
+@dataclass(frozen=True)
+class Score:
+    """top1 in [0, 1]; agreement of top-1 with FP32; output SQNR against FP32 in dB."""
+
+    top1: float
+    agreement: float
+    sqnr_db: float
+
+
+class Scorer:
+    """FP32 outputs and labels of `data`, for scoring candidates with one run each."""
+
+    def __init__(self, reference: Model, data: Iterable[Any], threads: int | None = None) -> None:
+        self.threads = threads
+        self.batches: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        for item in data:
+            batch, labels = split_item(item)
+            if labels is None:
+                raise DataError(
+                    "tuning needs labelled data (inputs and labels) to measure the accuracy drop"
+                )
+            self.batches.append(np.asarray(batch))
+            self.labels.append(np.asarray(labels))
+        if not self.batches:
+            raise DataError("the labelled data is empty")
+        self.samples = sum(len(b) for b in self.labels)
+        self.reference = self._outputs(reference)
+        self.reference_top1 = self._hits(self.reference) / self.samples
+
+    def score(self, model: Model) -> Score:
+        outputs = self._outputs(model)
+        signal = noise = 0.0
+        agree = 0
+        for out, ref in zip(outputs, self.reference, strict=True):
+            agree += int((out.argmax(-1) == ref.argmax(-1)).sum())
+            signal += float(np.sum(ref.astype(np.float64) ** 2))
+            noise += float(np.sum((ref.astype(np.float64) - out) ** 2))
+        sqnr = 10 * np.log10(signal / noise) if noise > 0 else float("inf")
+        return Score(self._hits(outputs) / self.samples, agree / self.samples, float(sqnr))
+
+    def _outputs(self, model: Model) -> list[np.ndarray]:
+        sess = make_session(model, self.threads)
+        specs = input_specs(sess)
+        return [np.asarray(run_feed(sess, make_feed(b, specs), specs)[0]) for b in self.batches]
+
+    def _hits(self, outputs: list[np.ndarray]) -> int:
+        return sum(
+            int((o.argmax(-1) == y).sum()) for o, y in zip(outputs, self.labels, strict=True)
+        )
