@@ -26,6 +26,8 @@ _EXPORTS: dict[str, str] = {
     "BiasCorrection": "edgequant.config",
     "Rounding": "edgequant.config",
     "Precision": "edgequant.config",
+    "Smoothing": "edgequant.config",
+    "Coverage": "edgequant.config",
     "Model": "edgequant.model",
     "load": "edgequant.model",
     "Dataset": "edgequant.data",
@@ -77,11 +79,13 @@ if TYPE_CHECKING:
     from edgequant.config import (
         BiasCorrection,
         Calibrator,
+        Coverage,
         Equalization,
         Method,
         Precision,
         PTQConfig,
         Rounding,
+        Smoothing,
         Target,
     )
     from edgequant.data import ArrayDataset, Dataset, load_data

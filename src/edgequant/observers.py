@@ -194,3 +194,33 @@ class ChannelMean:
 
     def mean(self) -> NDArray[np.float64]:
         return self.total / max(self.count, 1)
+
+
+@dataclass
+class FeatureAbsMax:
+    """Running max |x| per feature (the last axis, as a MatMul reads it): the activation side of
+    SmoothQuant's scales. O(features) memory."""
+
+    value: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+
+    def update(self, x: NDArray[np.floating]) -> None:
+        arr = np.abs(np.asarray(x)).reshape(-1, np.shape(x)[-1]).max(axis=0).astype(np.float64)
+        self.value = arr if self.value.size == 0 else np.maximum(self.value, arr)
+
+
+@dataclass
+class FeatureGram:
+    """Running X^T X over every row of x (features on the last axis), in float64: GPTQ's
+    Hessian 2 X^T X / rows. O(features^2) memory, whatever the number of samples."""
+
+    total: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
+    rows: int = 0
+
+    def update(self, x: NDArray[np.floating]) -> None:
+        arr = np.asarray(x, np.float64).reshape(-1, np.shape(x)[-1])
+        gram = arr.T @ arr
+        self.total = gram if self.rows == 0 else self.total + gram
+        self.rows += len(arr)
+
+    def hessian(self) -> NDArray[np.float64]:
+        return 2.0 * self.total / max(self.rows, 1)

@@ -69,6 +69,16 @@ CALIBRATORS = ["minmax", "percentile", "entropy", "mse"]
     is_flag=True,
     help="Static: learn whether each weight rounds up or down (AdaRound, Nagel et al. 2020); needs torch.",
 )
+@click.option(
+    "--smoothquant",
+    is_flag=True,
+    help="Static: move activation outliers into MatMul weights first (SmoothQuant, Xiao et al. 2022).",
+)
+@click.option(
+    "--gptq",
+    is_flag=True,
+    help="INT4: GPTQ rounding from calibration inputs (Frantar et al. 2022); needs --calib.",
+)
 @click.option("--block-size", default=32, show_default=True, help="INT4: weights per scale.")
 @click.option("--exclude", multiple=True, help="Node name to keep in float (repeatable).")
 @click.option(
@@ -100,6 +110,8 @@ def quantize(
     bias_correction: bool,
     weight_bits: str,
     adaround: bool,
+    smoothquant: bool,
+    gptq: bool,
     block_size: int,
     exclude: tuple[str, ...],
     layers: tuple[str, ...],
@@ -138,6 +150,7 @@ def quantize(
             if bias_correction
             else eq.BiasCorrection.NONE,
             rounding=eq.Rounding.ADAROUND if adaround else eq.Rounding.NEAREST,
+            smoothing=eq.Smoothing.SMOOTHQUANT if smoothquant else eq.Smoothing.NONE,
             layer_precisions=_layer_precisions(layers),
             **common,
         )
@@ -146,9 +159,17 @@ def quantize(
     elif method == "fp16":
         config = eq.PTQConfig.fp16(**common)
     else:
-        config = eq.PTQConfig.int4(block_size=block_size, **common)
+        config = eq.PTQConfig.int4(
+            block_size=block_size,
+            rounding=eq.Rounding.GPTQ if gptq else eq.Rounding.NEAREST,
+            **common,
+        )
     if layers and method != "static":
         raise click.UsageError("--layer needs --method static")
+    if gptq and method != "int4":
+        raise click.UsageError("--gptq is for --method int4")
+    if (smoothquant or adaround) and method != "static":
+        raise click.UsageError("--smoothquant and --adaround are for --method static")
     if config_file:
         config = _read_config(Path(config_file))
         method = config.method.value

@@ -42,6 +42,7 @@ class QuantPlan:
         identically at load; see `qdq._needs_int32`).
     folded: activation nodes (Relu/Clip) whose clipping the following quantizer already does;
         the exporter removes them and lets their producer write their output.
+    float_readers: nodes that read the original float activations, not their Q/DQ.
     """
 
     activations: dict[str, TensorQuant] = field(default_factory=dict)
@@ -49,3 +50,6 @@ class QuantPlan:
     biases: dict[str, tuple[str, str]] = field(default_factory=dict)
     folded: list[str] = field(default_factory=list)
     min_opset: int = 13
+    # nodes that keep reading the float tensors even where a Q/DQ pair exists for a quantized
+    # reader (Coverage.WEIGHTED: a residual Add must not see the MatMul's quantized input)
+    float_readers: frozenset[str] = frozenset()

@@ -38,13 +38,17 @@ def export_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
         scale = bias_scale(plan.activations[act].scale, plan.weights[weight].scale)
         q = quantize_bias(index.array(bias), scale)
         renames[bias] = _dequantize_int32(bias, q, scale, names, new_nodes, new_inits)
-    for name, tq in plan.activations.items():
-        renames[name] = _quantize_activation(name, tq, names, new_nodes, new_inits)
-
+    act_renames = {
+        name: _quantize_activation(name, tq, names, new_nodes, new_inits)
+        for name, tq in plan.activations.items()
+    }
     for node in graph.node:
+        float_reader = node.name in plan.float_readers
         for i, inp in enumerate(node.input):
             if inp in renames:
                 node.input[i] = renames[inp]
+            elif inp in act_renames and not float_reader:
+                node.input[i] = act_renames[inp]
     used = {name for name in plan.weights} | set(int32_biases)
     kept = [i for i in graph.initializer if i.name not in used]
     del graph.initializer[:]

@@ -37,4 +37,4 @@ def quantize_onnx(
         return convert_fp16(model, config)
     from edgequant.ptq.int4 import quantize_int4
 
-    return quantize_int4(model, config)
+    return quantize_int4(model, config, calibration, progress)

@@ -7,7 +7,7 @@ histograms are kept, so peak memory does not grow with the number of samples.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,13 +48,17 @@ def calibrate(
     channel_means: tuple[str, ...] = (),
     keep: tuple[str, ...] = (),
     keep_samples: int = 0,
+    statistics: Mapping[str, Any] | None = None,
     progress: ProgressFn = silent,
 ) -> CalibrationResult:
     """Run the model over `data` (batches), observe `tensors` and average `channel_means`
     per channel (axis 1, over every other axis) for bias correction, and keep the first
-    `keep_samples` values of the tensors in `keep` (inputs AdaRound reconstructs from)."""
+    `keep_samples` values of the tensors in `keep` (inputs AdaRound reconstructs from).
+    `statistics` maps a tensor to a streaming statistic (anything with `update(array)`, e.g.
+    `observers.FeatureGram`) fed with every float32 batch of it."""
     graph_inputs = set(model.input_names)
-    wanted = list(dict.fromkeys([*tensors, *channel_means, *keep]))
+    stats = dict(statistics or {})
+    wanted = list(dict.fromkeys([*tensors, *channel_means, *keep, *stats]))
     inner = [t for t in wanted if t not in graph_inputs]
     session = make_session(model.with_outputs(inner), optimization=Optimization.NONE)
     specs = input_specs(session)
@@ -72,22 +76,27 @@ def calibrate(
         for part in split_for_fixed_batch(feed, specs):
             values = dict(zip(out_names, session.run(out_names, part), strict=True))
             values.update(
-                {k: v for k, v in part.items() if k in observers or k in means or k in kept}
+                {
+                    k: v
+                    for k, v in part.items()
+                    if k in observers or k in means or k in kept or k in stats
+                }
             )
             room = keep_samples - kept_samples
             if room > 0:
                 for name, parts in kept.items():
                     parts.append(np.array(values[name][:room], np.float32))
                 kept_samples += min(room, len(next(iter(part.values()))))
-            for name, mean in means.items():
+            for name, stat in [*means.items(), *stats.items()]:
                 if values[name].dtype == np.float32:
-                    mean.update(values[name])
+                    stat.update(values[name])
             for name, obs in observers.items():
                 arr = values.pop(name)  # release each output as soon as it is observed
                 if arr.dtype != np.float32:
                     non_float.add(name)
                     continue
                 obs.update(arr, name)
+            arr = None
             del values, arr  # nothing of this batch may stay alive while the next one runs
         del feed, batch
         samples += n

@@ -7,15 +7,23 @@ first: torch exports Linear as Gemm, which ORT's own MatMulNBitsQuantizer skips 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgequant.config import PTQConfig
-from edgequant.errors import NothingToQuantizeError
+from edgequant.algorithms.gptq import gptq_quantize
+from edgequant.config import PTQConfig, Rounding
+from edgequant.errors import ConfigError, NothingToQuantizeError
 from edgequant.exporter.graph import GraphIndex
+from edgequant.exporter.plan import TensorQuant
 from edgequant.model import Model
+from edgequant.observers import FeatureGram
 from edgequant.primitives import quantize
+from edgequant.progress import ProgressFn, silent
+from edgequant.ptq.calibrate import calibrate
 from edgequant.ptq.preprocess import optimize
 from edgequant.ptq.static import weight_quant
 from edgequant.ptq.weights import linear_nodes, replace_nodes
@@ -24,7 +32,14 @@ from edgequant.spec import PerGroup, QuantSpec
 INT4_OPSET = 21  # int4 tensors and blocked DequantizeLinear
 
 
-def quantize_int4(model: Model, config: PTQConfig) -> Model:
+def quantize_int4(
+    model: Model,
+    config: PTQConfig,
+    calibration: Iterable[Any] | None = None,
+    progress: ProgressFn = silent,
+) -> Model:
+    """Every MatMul/Gemm with a constant weight as DequantizeLinear(int4) -> MatMul; weights
+    rounded to nearest, or by GPTQ (`Rounding.GPTQ`) from Hessians of `calibration` inputs."""
     fp32 = optimize(model, INT4_OPSET)
     proto = onnx.ModelProto()
     proto.CopyFrom(fp32.proto)
@@ -40,15 +55,34 @@ def quantize_int4(model: Model, config: PTQConfig) -> Model:
     )
     swaps: dict[str, list[onnx.NodeProto]] = {}
     inits: list[onnx.TensorProto] = []
+    block = spec.granularity.size  # type: ignore[union-attr]
+    linears = []
     for lin in linear_nodes(proto.graph, index, frozenset(config.exclude_nodes), float_nodes):
         k = lin.weight_kn.shape[0]
-        if k % spec.granularity.size:  # type: ignore[union-attr]
+        if k % block:
             float_nodes[lin.node.name] = (
-                f"reduction size {k} is not a multiple of the block size {spec.granularity.size}"  # type: ignore[union-attr]
+                f"reduction size {k} is not a multiple of the block size {block}"
             )
             continue
-        tq = weight_quant(lin.weight_kn, spec)  # scale (K / block, N)
-        q = quantize(lin.weight_kn, tq.scale, tq.zero_point, spec).astype(spec.qtype.numpy_dtype)
+        linears.append(lin)
+    hessians = {}
+    if config.rounding is Rounding.GPTQ and linears:
+        hessians = _hessians(
+            fp32, config, [lin.node.input[0] for lin in linears], calibration, progress
+        )
+    for i, lin in enumerate(linears):
+        if hessians:
+            codes, scale, zp = gptq_quantize(
+                lin.weight_kn, hessians[lin.node.input[0]], spec, block
+            )
+            tq = TensorQuant(spec, scale, zp)
+            q = codes.astype(spec.qtype.numpy_dtype)
+            progress("GPTQ", i + 1, len(linears))
+        else:
+            tq = weight_quant(lin.weight_kn, spec)  # scale (K / block, N)
+            q = quantize(lin.weight_kn, tq.scale, tq.zero_point, spec).astype(
+                spec.qtype.numpy_dtype
+            )
         p = lin.node.name.replace("/", "_").strip("_") or lin.node.output[0]
         inits += [
             numpy_helper.from_array(q, f"{p}_W_q4"),
@@ -77,6 +111,25 @@ def quantize_int4(model: Model, config: PTQConfig) -> Model:
     out_model.provenance = {
         "config": config.to_dict(),
         "quantized_nodes": len(swaps),
+        "gptq_weights": len(linears) if hessians else 0,
         "float_nodes": float_nodes,
     }
     return out_model
+
+
+def _hessians(
+    fp32: Model,
+    config: PTQConfig,
+    inputs: list[str],
+    calibration: Iterable[Any] | None,
+    progress: ProgressFn,
+) -> dict[str, np.ndarray]:
+    """GPTQ's H = 2 X^T X per distinct MatMul input, streamed over the calibration data."""
+    if calibration is None:
+        raise ConfigError(
+            "GPTQ needs calibration data: pass calibration=... (or --calib; a few hundred samples)"
+        )
+    grams = {t: FeatureGram() for t in dict.fromkeys(inputs)}
+    calibrate(fp32, [], calibration, num_bins=128, max_samples=config.max_calibration_samples,
+              histogram=False, statistics=grams, progress=progress)  # fmt: skip
+    return {t: g.hessian() for t, g in grams.items()}

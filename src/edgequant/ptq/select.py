@@ -52,21 +52,28 @@ def select(
     *,
     exclude_nodes: frozenset[str] = frozenset(),
     bad_tensors: dict[str, str] | None = None,
+    weighted_only: bool = False,
 ) -> Selection:
-    """Walk nodes in graph order; `bad_tensors` (name -> reason) are never quantized."""
+    """Walk nodes in graph order; `bad_tensors` (name -> reason) are never quantized.
+    `weighted_only` (Coverage.WEIGHTED): only layers with weights, their inputs quantized and
+    their outputs left float (a later quantized layer quantizes what it reads)."""
     bad = bad_tensors or {}
     sel = Selection()
     quantized: set[str] = set()
     for node in graph.node:
         rule = rule_for(node, index)
         reason = _float_reason(node, rule, index, exclude_nodes, bad, quantized)
+        if reason is None and weighted_only and rule is not None and rule.role is not Role.WEIGHTED:
+            reason = "not a layer with weights (coverage: weighted)"
         if reason is not None:
             sel.float_nodes[node.name] = reason
             continue
         assert rule is not None
         sel.nodes.append(node)
         inputs = data_inputs(node, rule)
-        outputs = [o for o in node.output[:1] if o not in index.graph_outputs]
+        outputs = (
+            [] if weighted_only else [o for o in node.output[:1] if o not in index.graph_outputs]
+        )
         if rule.role is Role.SHARED_RANGE:
             for out in outputs:
                 sel.shared[out] = inputs[0]
@@ -74,7 +81,7 @@ def select(
             if t not in quantized:
                 quantized.add(t)
                 sel.activations.append(t)
-        if rule.role is not Role.SHARED_RANGE:
+        if rule.role is not Role.SHARED_RANGE and not weighted_only:
             # now, not after the walk: a MaxPool/Flatten after the Relu must see it quantized
             _register_fold(node, sel, index, quantized)
     return sel

@@ -13,10 +13,12 @@ from onnx import numpy_helper
 from edgequant.config import (
     BiasCorrection,
     Calibrator,
+    Coverage,
     Equalization,
     Precision,
     PTQConfig,
     Rounding,
+    Smoothing,
 )
 from edgequant.errors import ConfigError, NothingToQuantizeError
 from edgequant.exporter import QuantPlan, TensorQuant, export_qdq
@@ -33,6 +35,7 @@ from edgequant.ptq.mixed import activation_specs, check_names, float_layers, wei
 from edgequant.ptq.preprocess import optimize, upgrade_opset
 from edgequant.ptq.rules import RANGE_LIMIT, Role
 from edgequant.ptq.select import Selection, clip_max, rule_for, select
+from edgequant.ptq.smooth import smooth_model
 from edgequant.spec import PerChannel, QuantSpec
 
 
@@ -58,6 +61,8 @@ class Calibrated:
     samples: int
     equalized_pairs: int
     kept: dict[str, np.ndarray] = field(default_factory=dict)  # layer inputs kept for AdaRound
+    smoothed: int = 0  # MatMuls whose weights took SmoothQuant's scales
+    coverage: Coverage = Coverage.ALL  # resolved from the config's (AUTO looks at the graph)
     # (weight name, aimed spec) -> AdaRound's values on the grid and their quantization
     rounded: dict[tuple[str, QuantSpec], tuple[np.ndarray, TensorQuant] | None] = field(
         default_factory=dict
@@ -72,8 +77,9 @@ class Calibrated:
     def selection(self, exclude: frozenset[str], index: GraphIndex) -> Selection:
         exclude = exclude | frozenset(float_layers(self.config.precisions))
         sel = select(
-            self.fp32.proto.graph, index, exclude_nodes=exclude, bad_tensors=self.bad_tensors
-        )
+            self.fp32.proto.graph, index, exclude_nodes=exclude, bad_tensors=self.bad_tensors,
+            weighted_only=self.coverage is Coverage.WEIGHTED,
+        )  # fmt: skip
         if not sel.nodes:
             raise NothingToQuantizeError(_nothing_message(sel))
         return sel
@@ -105,11 +111,20 @@ def calibrate_static(
     fp32 = optimize(model, min_opset=_min_opset(config))
     check_names(config.precisions, fp32.proto.graph)
     exclude = frozenset(float_layers(config.precisions))
-    equalized = 0
+    equalized = smoothed = 0
     if config.equalization is Equalization.CROSS_LAYER:
         fp32, equalized = equalize_model(fp32, exclude)
+    if config.smoothing is Smoothing.SMOOTHQUANT:
+        fp32, smoothed = smooth_model(
+            fp32, calibration, alpha=config.smoothing_alpha,
+            max_samples=config.max_calibration_samples, exclude=exclude, progress=progress,
+        )  # fmt: skip
+    coverage = resolve_coverage(config.coverage, fp32.proto.graph)
     index = GraphIndex.of(fp32.proto.graph)
-    sel = select(fp32.proto.graph, index, exclude_nodes=exclude)
+    sel = select(
+        fp32.proto.graph, index, exclude_nodes=exclude,
+        weighted_only=coverage is Coverage.WEIGHTED,
+    )  # fmt: skip
     if not sel.nodes:
         raise NothingToQuantizeError(_nothing_message(sel))
     correct = config.bias_correction is BiasCorrection.EMPIRICAL
@@ -141,7 +156,7 @@ def calibrate_static(
     )
     cal = Calibrated(
         model.name, fp32, config, ranges, bad, result.channel_means, result.samples, equalized,
-        result.kept,
+        result.kept, smoothed=smoothed, coverage=coverage,
     )  # fmt: skip
     if ada:  # round every layer at its configured precision now, with progress shown
         index = GraphIndex.of(fp32.proto.graph)
@@ -188,6 +203,9 @@ def quantize_calibrated(
     index = GraphIndex.of(proto.graph)
     plan = build_plan(index, sel, cal.ranges, activation_specs(sel, index, config, layers), specs)
     plan.weights.update(rounded)
+    if cal.coverage is Coverage.WEIGHTED:
+        chosen = {n.name for n in sel.nodes}
+        plan.float_readers = frozenset(n.name for n in proto.graph.node if n.name not in chosen)
     plan.min_opset = max(_min_opset(config), _plan_opset(plan))
     proto = upgrade_opset(proto, plan.min_opset)
     exported = export_qdq(proto, plan)
@@ -200,12 +218,28 @@ def quantize_calibrated(
         "calibration_samples": cal.samples,
         "quantized_nodes": len(sel.nodes),
         "equalized_pairs": cal.equalized_pairs,
+        "smoothed_matmuls": cal.smoothed,
+        "coverage": cal.coverage.value,
         "bias_corrected_nodes": corrected,
         "adarounded_weights": len(rounded),
         "folded_activations": plan.folded,
         "float_nodes": {k: v for k, v in sel.float_nodes.items() if k not in set(plan.folded)},
     }
     return out
+
+
+def resolve_coverage(coverage: Coverage, graph: onnx.GraphProto) -> Coverage:
+    """AUTO: WEIGHTED for transformer-like graphs: a LayerNormalization, or attention (a MatMul
+    of two activations). A CNN that ends in Softmax stays ALL (its Convs fuse end to end)."""
+    if coverage is not Coverage.AUTO:
+        return coverage
+    index = GraphIndex.of(graph)
+    transformer = any(
+        n.op_type == "LayerNormalization"
+        or (n.op_type == "MatMul" and not any(index.is_constant(i) for i in n.input[:2]))
+        for n in graph.node
+    )
+    return Coverage.WEIGHTED if transformer else Coverage.ALL
 
 
 def _suffix(config: PTQConfig, layers: Mapping[str, Precision]) -> str:
