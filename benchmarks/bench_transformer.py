@@ -24,9 +24,12 @@ import edgequant as eq
 from _common import machine, write_readme_section
 
 SQ = eq.Smoothing.SMOOTHQUANT
+EMB = eq.Embeddings.INT8
 OURS = [
     ("edgequant dynamic INT8", eq.PTQConfig.dynamic()),
+    ("edgequant dynamic INT8 + int8 embeddings", eq.PTQConfig.dynamic(embeddings=EMB)),
     ("edgequant static INT8 (default)", eq.PTQConfig.int8()),
+    ("edgequant static INT8 + int8 embeddings", eq.PTQConfig.int8(embeddings=EMB)),
     ("edgequant static INT8 + SmoothQuant", eq.PTQConfig.int8(smoothing=SQ)),
     ("edgequant static INT8, per-tensor weights", eq.PTQConfig.int8(per_channel=False)),
     ("edgequant static INT8, per-tensor + SmoothQuant", eq.PTQConfig.int8(per_channel=False, smoothing=SQ)),

@@ -34,7 +34,7 @@ from typing import Any
 
 from edgequant import __version__
 from edgequant.config import Method, Precision, PTQConfig
-from edgequant.errors import ConfigError
+from edgequant.errors import ConfigError, DataError
 from edgequant.model import Model, check_writable_dir
 from edgequant.progress import ProgressFn, silent
 from edgequant.trials import Backend, Measured, TrialRunner
@@ -192,6 +192,10 @@ def tune(
     start = time.perf_counter()
     calibrated = calibrate_static(model, config.ptq, calibration, progress)
     scorer = Scorer(calibrated.fp32, data)
+    if not scorer.labelled or scorer.reference_top1 is None:
+        raise DataError(
+            "tuning needs labelled data (inputs and labels) to measure the accuracy drop"
+        )
     layers = [n.name for n in calibrated.weighted_nodes()]
     result = TuneResult(config, scorer.reference_top1, calibrated.fp32.size_bytes, scorer.samples)
     search = _Search(config, calibrated, scorer, layers, result, folder, start, progress, model)

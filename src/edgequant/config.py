@@ -62,6 +62,13 @@ class Coverage(enum.Enum):
     WEIGHTED = "weighted"
 
 
+class Embeddings(enum.Enum):
+    """How embedding tables (Gather on a constant 2-D table) are stored."""
+
+    FLOAT = "float"
+    INT8 = "int8"  # per-row symmetric int8, dequantized row by row after the lookup
+
+
 class Smoothing(enum.Enum):
     """Moving activation outliers into weights before static quantization."""
 
@@ -167,6 +174,7 @@ class PTQConfig:
     exclude_nodes: tuple[str, ...] = ()
     equalization: Equalization = Equalization.NONE
     coverage: Coverage = Coverage.AUTO
+    embeddings: Embeddings = Embeddings.FLOAT  # INT8: per-row int8 tables (static, dynamic, INT4)
     smoothing: Smoothing = Smoothing.NONE
     smoothing_alpha: float = 0.5  # SmoothQuant's migration strength (0: none, 1: all to weights)
     bias_correction: BiasCorrection = BiasCorrection.NONE
@@ -183,6 +191,7 @@ class PTQConfig:
             ("calibrator", Calibrator),
             ("equalization", Equalization),
             ("coverage", Coverage),
+            ("embeddings", Embeddings),
             ("smoothing", Smoothing),
             ("bias_correction", BiasCorrection),
             ("rounding", Rounding),
@@ -288,6 +297,7 @@ class PTQConfig:
             "exclude_nodes": list(self.exclude_nodes),
             "equalization": self.equalization.value,
             "coverage": self.coverage.value,
+            "embeddings": self.embeddings.value,
             "smoothing": self.smoothing.value,
             "smoothing_alpha": self.smoothing_alpha,
             "bias_correction": self.bias_correction.value,
@@ -318,6 +328,7 @@ class PTQConfig:
                 "equalization": Equalization(data.pop("equalization", "none")),
                 "smoothing": Smoothing(data.pop("smoothing", "none")),
                 "coverage": Coverage(data.pop("coverage", "auto")),
+                "embeddings": Embeddings(data.pop("embeddings", "float")),
                 "bias_correction": BiasCorrection(data.pop("bias_correction", "none")),
                 "rounding": Rounding(data.pop("rounding", "nearest")),
             }

@@ -86,24 +86,25 @@ def analyze(
     """Sensitivity of every weighted layer of `model` under static `config` (default INT8).
 
     `data` should be labelled (inputs, labels) batches for top-1; without labels the ranking
-    still works (agreement and SQNR against FP32). It is read once per model built (2 per
-    layer), so a few thousand samples are plenty.
+    still works (agreement and SQNR against FP32). It is read once and held in memory with the
+    FP32 outputs (every model built, 2 per layer, is scored against them), so a few thousand
+    samples are plenty.
     """
     from edgequant.ptq.static import calibrate_static, quantize_calibrated
-    from edgequant.runtime.evaluate import evaluate
+    from edgequant.runtime.scoring import Scorer
 
     config = config or PTQConfig.int8()
     if config.method is not Method.STATIC:
         raise ConfigError("sensitivity analysis needs a static config (weights and activations)")
-    batches = list(data)  # iterated many times
     calibrated = calibrate_static(model, config, calibration, progress)
+    scorer = Scorer(calibrated.fp32, data)  # FP32 outputs once, not once per model
     layers = calibrated.weighted_nodes()
     total = 1 + 2 * len(layers)
 
     def measure(exclude: frozenset[str], step: int):
         q = quantize_calibrated(calibrated, exclude)
         progress("sensitivity", step, total)
-        return evaluate(q, batches, reference=calibrated.fp32)
+        return scorer.score(q)
 
     everything = measure(frozenset(), 1)
     rows = []
@@ -114,17 +115,17 @@ def analyze(
         rows.append(
             LayerSensitivity(
                 node.name, node.op_type, i,
-                alone.top1, alone.agreement or 0.0, alone.output_sqnr_db or 0.0,
-                without.top1, without.agreement or 0.0, without.output_sqnr_db or 0.0,
+                alone.top1, alone.agreement, alone.sqnr_db,
+                without.top1, without.agreement, without.sqnr_db,
             )
         )  # fmt: skip
     rows.sort(key=lambda r: (r.alone_sqnr_db, r.node))
     return SensitivityReport(
         config,
-        everything.samples,
-        everything.reference_top1,
+        scorer.samples,
+        scorer.reference_top1,
         everything.top1,
-        everything.agreement or 0.0,
-        everything.output_sqnr_db or 0.0,
+        everything.agreement,
+        everything.sqnr_db,
         tuple(rows),
     )

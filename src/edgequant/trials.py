@@ -50,7 +50,7 @@ def measure(
 
     model = quantize_calibrated(calibrated, precisions=precisions)
     score = scorer.score(model)
-    return Measured(score.top1, score.agreement, score.sqnr_db, model.size_bytes)
+    return Measured(score.top1 or 0.0, score.agreement, score.sqnr_db, model.size_bytes)
 
 
 class TrialRunner:

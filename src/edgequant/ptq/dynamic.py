@@ -17,6 +17,7 @@ from edgequant.errors import NothingToQuantizeError
 from edgequant.exporter.graph import GraphIndex
 from edgequant.model import Model
 from edgequant.primitives import quantize
+from edgequant.ptq.embeddings import embed_int8
 from edgequant.ptq.preprocess import optimize
 from edgequant.ptq.static import weight_quant
 from edgequant.ptq.weights import linear_nodes, replace_nodes
@@ -66,10 +67,12 @@ def quantize_dynamic(model: Model, config: PTQConfig) -> Model:
             "dynamic quantization found no MatMul/Gemm with a constant weight; for CNNs use --method static"
         )
     replace_nodes(proto.graph, swaps, inits)
+    tables = embed_int8(proto, config, frozenset())
     out_model = Model(proto, f"{model.name}.dynamic")
     out_model.provenance = {
         "config": config.to_dict(),
         "quantized_nodes": len(swaps),
+        "int8_embeddings": tables,
         "float_nodes": float_nodes,
     }
     return out_model

@@ -24,6 +24,7 @@ from edgequant.observers import FeatureGram
 from edgequant.primitives import quantize
 from edgequant.progress import ProgressFn, silent
 from edgequant.ptq.calibrate import calibrate
+from edgequant.ptq.embeddings import embed_int8
 from edgequant.ptq.preprocess import optimize
 from edgequant.ptq.static import weight_quant
 from edgequant.ptq.weights import linear_nodes, replace_nodes
@@ -107,10 +108,12 @@ def quantize_int4(
             "INT4 weight-only found no MatMul/Gemm with a constant weight to quantize"
         )
     replace_nodes(proto.graph, swaps, inits)
+    tables = embed_int8(proto, config, frozenset())
     out_model = Model(proto, f"{model.name}.int4")
     out_model.provenance = {
         "config": config.to_dict(),
         "quantized_nodes": len(swaps),
+        "int8_embeddings": tables,
         "gptq_weights": len(linears) if hessians else 0,
         "float_nodes": float_nodes,
     }

@@ -29,6 +29,7 @@ from edgequant.primitives import fake_quantize, reduce_range, scale_zero_point
 from edgequant.progress import ProgressFn, silent
 from edgequant.ptq.bias_correct import correct_biases, correctable
 from edgequant.ptq.calibrate import calibrate
+from edgequant.ptq.embeddings import embed_int8
 from edgequant.ptq.equalize import equalize_model
 from edgequant.ptq.fp16 import to_fp16_layers
 from edgequant.ptq.mixed import activation_specs, check_names, float_layers, weight_specs
@@ -212,6 +213,7 @@ def quantize_calibrated(
     halves = [name for name, p in floats.items() if p is Precision.FP16]
     if halves:
         exported = to_fp16_layers(exported, halves)
+    tables = embed_int8(exported, config, frozenset(floats))
     out = Model(exported, f"{cal.model_name}.{_suffix(config, layers)}")
     out.provenance = {
         "config": config.with_(layer_precisions=layers, exclude_nodes=()).to_dict(),
@@ -220,6 +222,7 @@ def quantize_calibrated(
         "equalized_pairs": cal.equalized_pairs,
         "smoothed_matmuls": cal.smoothed,
         "coverage": cal.coverage.value,
+        "int8_embeddings": tables,
         "bias_corrected_nodes": corrected,
         "adarounded_weights": len(rounded),
         "folded_activations": plan.folded,

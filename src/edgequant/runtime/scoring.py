@@ -22,33 +22,35 @@ from edgequant.runtime.session import input_specs, make_feed, make_session, run_
 
 @dataclass(frozen=True)
 class Score:
-    """top1 in [0, 1]; agreement of top-1 with FP32; output SQNR against FP32 in dB."""
+    """top1 in [0, 1] (None without labels); agreement of top-1 with FP32; output SQNR
+    against FP32 in dB."""
 
-    top1: float
+    top1: float | None
     agreement: float
     sqnr_db: float
 
 
 class Scorer:
-    """FP32 outputs and labels of `data`, for scoring candidates with one run each."""
+    """FP32 outputs (and labels, when the data has them) of `data`, for scoring candidates with
+    one run each."""
 
     def __init__(self, reference: Model, data: Iterable[Any], threads: int | None = None) -> None:
         self.threads = threads
-        self.batches: list[np.ndarray] = []
+        self.batches: list[Any] = []
         self.labels: list[np.ndarray] = []
+        labelled = True
         for item in data:
             batch, labels = split_item(item)
-            if labels is None:
-                raise DataError(
-                    "tuning needs labelled data (inputs and labels) to measure the accuracy drop"
-                )
-            self.batches.append(np.asarray(batch))
-            self.labels.append(np.asarray(labels))
+            self.batches.append(batch)
+            labelled = labelled and labels is not None
+            if labels is not None:
+                self.labels.append(np.asarray(labels))
         if not self.batches:
-            raise DataError("the labelled data is empty")
-        self.samples = sum(len(b) for b in self.labels)
+            raise DataError("the evaluation data is empty")
+        self.labelled = labelled
         self.reference = self._outputs(reference)
-        self.reference_top1 = self._hits(self.reference) / self.samples
+        self.samples = sum(len(o) for o in self.reference)
+        self.reference_top1 = self._hits(self.reference) / self.samples if labelled else None
 
     def score(self, model: Model) -> Score:
         outputs = self._outputs(model)
@@ -59,7 +61,8 @@ class Scorer:
             signal += float(np.sum(ref.astype(np.float64) ** 2))
             noise += float(np.sum((ref.astype(np.float64) - out) ** 2))
         sqnr = 10 * np.log10(signal / noise) if noise > 0 else float("inf")
-        return Score(self._hits(outputs) / self.samples, agree / self.samples, float(sqnr))
+        top1 = self._hits(outputs) / self.samples if self.labelled else None
+        return Score(top1, agree / self.samples, float(sqnr))
 
     def _outputs(self, model: Model) -> list[np.ndarray]:
         sess = make_session(model, self.threads)
