@@ -181,6 +181,10 @@ def test_cli_smoothquant_and_gptq_flags(task, tmp_path) -> None:
     assert run.returncode == 0, run.stderr
     sidecar = eq.load(tmp_path / "sq.onnx") and (tmp_path / "sq.quant.json").read_text()
     assert '"smoothed_matmuls": 36' in sidecar and '"coverage": "weighted"' in sidecar
+    run = subprocess.run([*base, "--method", "dynamic", "--int8-embeddings", "-o",
+                          str(tmp_path / "d.onnx")], capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "d.onnx").stat().st_size < 0.3 * src.stat().st_size
     bad = subprocess.run([*base, "--gptq", "-o", str(tmp_path / "x.onnx")], capture_output=True,
                          text=True)  # fmt: skip
     assert bad.returncode == 2 and "--gptq is for --method int4" in bad.stderr

@@ -79,6 +79,11 @@ CALIBRATORS = ["minmax", "percentile", "entropy", "mse"]
     is_flag=True,
     help="INT4: GPTQ rounding from calibration inputs (Frantar et al. 2022); needs --calib.",
 )
+@click.option(
+    "--int8-embeddings",
+    is_flag=True,
+    help="Static/dynamic/INT4: embedding tables (Gather on a constant table) as per-row int8.",
+)
 @click.option("--block-size", default=32, show_default=True, help="INT4: weights per scale.")
 @click.option("--exclude", multiple=True, help="Node name to keep in float (repeatable).")
 @click.option(
@@ -112,6 +117,7 @@ def quantize(
     adaround: bool,
     smoothquant: bool,
     gptq: bool,
+    int8_embeddings: bool,
     block_size: int,
     exclude: tuple[str, ...],
     layers: tuple[str, ...],
@@ -140,6 +146,10 @@ def quantize(
     fp32 = eq.load(model)
     acts = {"auto": None, "uint8": ACTIVATIONS_UINT8, "int8": ACTIVATIONS_INT8}[activations]
     common: dict[str, Any] = {"exclude_nodes": exclude, "max_calibration_samples": samples}
+    if int8_embeddings:
+        if method == "fp16":
+            raise click.UsageError("--int8-embeddings is for --method static, dynamic or int4")
+        common["embeddings"] = eq.Embeddings.INT8
     if method == "static":
         config = (eq.PTQConfig.w4a8 if weight_bits == "int4" else eq.PTQConfig.int8)(
             per_channel=not per_tensor,
