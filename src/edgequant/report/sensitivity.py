@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from edgequant.model import write_atomic
+from edgequant.report.figure import save_figure
 from edgequant.sensitivity import SensitivityReport
 
 
@@ -75,10 +76,4 @@ def _plot(report: SensitivityReport, path: Path) -> None:
     ax.set_title("Per-layer sensitivity (red: most sensitive)")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    try:
-        fig.savefig(tmp, metadata={"Software": None})
-        tmp.replace(path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
+    save_figure(fig, path)

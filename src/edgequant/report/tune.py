@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edgequant.autotune import TuneResult
 from edgequant.model import write_atomic
+from edgequant.report.figure import save_figure
 
 
 def trials_table(result: TuneResult, limit: int | None = None) -> str:
@@ -85,10 +86,4 @@ def _plot(result: TuneResult, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    try:
-        fig.savefig(tmp, metadata={"Software": None})
-        tmp.replace(path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
+    save_figure(fig, path)

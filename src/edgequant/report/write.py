@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgequant.model import write_atomic
+from edgequant.report.figure import save_figure
 from edgequant.report.table import Row, markdown_table
 
 
@@ -100,7 +101,4 @@ def _plot(rows: list[Row], reference_top1: float, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(loc="lower right")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, metadata={"Software": None})
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
