@@ -231,3 +231,13 @@ def test_int8_embedding_tables_shrink_minilm_to_a_quarter(task) -> None:
     assert "encoder.embeddings.word_embeddings.weight" in q.provenance["int8_embeddings"]
     assert cos >= 0.98
     assert q.size_bytes < 0.3 * task[1].size_bytes  # ORT quantize_dynamic: 25.4%
+
+
+def test_smoothquant_refuses_one_shot_calibration(fp32_model, fmnist) -> None:
+    """SmoothQuant reads the data twice; a generator would be empty the second time and end in
+    a misleading "calibration data is empty": say what to pass instead, before any work."""
+    train, _ = fmnist
+    batches = (train.images[i : i + 50] for i in range(0, 200, 50))
+    config = eq.PTQConfig.int8(smoothing=eq.Smoothing.SMOOTHQUANT)
+    with pytest.raises(eq.EdgeQuantError, match="reads the calibration data twice"):
+        eq.quantize(fp32_model, config, calibration=batches)

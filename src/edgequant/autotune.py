@@ -192,7 +192,7 @@ def tune(
     start = time.perf_counter()
     calibrated = calibrate_static(model, config.ptq, calibration, progress)
     scorer = Scorer(calibrated.fp32, data)
-    if not scorer.labelled or scorer.reference_top1 is None:
+    if scorer.reference_top1 is None:
         raise DataError(
             "tuning needs labelled data (inputs and labels) to measure the accuracy drop"
         )
@@ -307,9 +307,10 @@ class _Search:
     # Trials ----------------------------------------------------------------------------------
     def trials(self, jobs: list[dict[str, Precision]], stage: str) -> list[Trial]:
         """Measure `jobs` (cached: a precision map is measured once), record and save."""
-        keys = [tuple(job[n].value for n in self.layers) for job in jobs]
-        todo = [job for job, key in zip(jobs, keys, strict=True) if key not in self.seen]
-        todo = list({tuple(j[n].value for n in self.layers): j for j in todo}.values())
+        keys = [self._key(job) for job in jobs]
+        todo = list(
+            {key: job for job, key in zip(jobs, keys, strict=True) if key not in self.seen}.values()
+        )
         if len(self.result.trials) + len(todo) > self.config.max_trials:
             raise _Stop(f"trial budget ({self.config.max_trials}) reached")
         local = self.runner.backend is Backend.LOCAL
@@ -319,6 +320,9 @@ class _Search:
             for job, m in zip(chunk, self.runner.map(chunk), strict=True):
                 self._record(job, m, stage)
         return [self.seen[key] for key in keys]
+
+    def _key(self, job: dict[str, Precision]) -> tuple[str, ...]:
+        return tuple(job[n].value for n in self.layers)
 
     def _record(self, job: dict[str, Precision], m: Measured, stage: str) -> None:
         config, result = self.config, self.result
@@ -339,7 +343,7 @@ class _Search:
             accurate, accurate and fits and fast, time.perf_counter() - self.start,
         )  # fmt: skip
         result.trials.append(trial)
-        self.seen[tuple(job[n].value for n in self.layers)] = trial
+        self.seen[self._key(job)] = trial
         self.progress("tuning trials", len(result.trials), None)
         if trial.within and smaller:
             self._save_best(trial, job)

@@ -109,10 +109,6 @@ class Precision(enum.Enum):
     def quantized(self) -> bool:
         return self in (Precision.INT4, Precision.INT8, Precision.INT16)
 
-    @property
-    def weight_bits(self) -> int:
-        return {"int4": 4, "int8": 8, "int16": 8, "fp16": 16, "fp32": 32}[self.value]
-
 
 class Target(enum.Enum):
     """The hardware a model is quantized for; decides activation types by default.

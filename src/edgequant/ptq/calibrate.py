@@ -96,8 +96,8 @@ def calibrate(
                     non_float.add(name)
                     continue
                 obs.update(arr, name)
+            values.clear()  # nothing of this batch may stay alive while the next one runs
             arr = None
-            del values, arr  # nothing of this batch may stay alive while the next one runs
         del feed, batch
         samples += n
         progress("calibrating", samples, max_samples)

@@ -109,6 +109,11 @@ def calibrate_static(
     model: Model, config: PTQConfig, calibration: Iterable[Any], progress: ProgressFn = silent
 ) -> Calibrated:
     """Clean up (and equalise) the graph, then one calibration pass for every tensor involved."""
+    if config.smoothing is Smoothing.SMOOTHQUANT and iter(calibration) is calibration:
+        raise ConfigError(
+            "SmoothQuant reads the calibration data twice (scales, then ranges): give a list, "
+            "an eq.ArrayDataset or eq.Dataset(list), not a one-shot iterator or generator"
+        )
     fp32 = optimize(model, min_opset=_min_opset(config))
     check_names(config.precisions, fp32.proto.graph)
     exclude = frozenset(float_layers(config.precisions))
