@@ -57,6 +57,22 @@ _EXPORTS: dict[str, str] = {
     "TrainingTask": "edgequant.task",
     "load_task": "edgequant.task",
     "RangeLearning": "edgequant.qat.config",
+    "preset": "edgequant.targets",
+    "TargetPreset": "edgequant.targets",
+    "Runtime": "edgequant.targets",
+    "check_support": "edgequant.support",
+    "require_integer": "edgequant.support",
+    "SupportReport": "edgequant.support",
+    "NodeSupport": "edgequant.support",
+    "to_tflite": "edgequant.tflite.convert",
+    "quantize_tflite": "edgequant.tflite.convert",
+    "load_tflite": "edgequant.tflite.convert",
+    "TFLiteMode": "edgequant.tflite.convert",
+    "TFLiteModel": "edgequant.tflite.convert",
+    "evaluate_tflite": "edgequant.tflite.runtime",
+    "benchmark_tflite": "edgequant.tflite.runtime",
+    "check_tflite": "edgequant.tflite.runtime",
+    "predict_tflite": "edgequant.tflite.runtime",
 }
 __all__ = sorted([*_EXPORTS, "__version__"])
 
@@ -101,5 +117,20 @@ if TYPE_CHECKING:
     from edgequant.runtime.evaluate import EvalResult, LayerError, evaluate, layer_sqnr
     from edgequant.sensitivity import LayerSensitivity, SensitivityReport, analyze
     from edgequant.spec import PerChannel, PerGroup, PerTensor, QType, QuantSpec, Symmetry
+    from edgequant.support import NodeSupport, SupportReport, check_support, require_integer
+    from edgequant.targets import Runtime, TargetPreset, preset
     from edgequant.task import TrainingTask, load_task
+    from edgequant.tflite.convert import (
+        TFLiteMode,
+        TFLiteModel,
+        load_tflite,
+        quantize_tflite,
+        to_tflite,
+    )
+    from edgequant.tflite.runtime import (
+        benchmark_tflite,
+        check_tflite,
+        evaluate_tflite,
+        predict_tflite,
+    )
     from edgequant.trials import Backend

@@ -291,7 +291,7 @@ class _Search:
         """AdaRound every layer at every integer rung now, so trials (and Ray workers) reuse it."""
         from edgequant.config import Rounding
         from edgequant.ptq.mixed import weight_template
-        from edgequant.ptq.static import aim_weight_spec
+        from edgequant.ptq.static import aim_for_target
 
         if self.config.ptq.rounding is not Rounding.ADAROUND:
             return
@@ -300,7 +300,7 @@ class _Search:
         for i, node in enumerate(nodes):
             for p in rungs:
                 self.calibrated.round_weight(
-                    node, aim_weight_spec(weight_template(self.config.ptq, p), node)
+                    node, aim_for_target(weight_template(self.config.ptq, p), node, self.config.ptq)
                 )
             self.progress("adaptive rounding", i + 1, len(nodes))
 

@@ -111,17 +111,17 @@ class Precision(enum.Enum):
 
 
 class Target(enum.Enum):
-    """The hardware a model is quantized for; decides activation types by default.
-
-    ONNX Runtime's x86 and ARM integer kernels are u8 (activation) x s8 (weight): with uint8
-    activations Conv/Add/pooling fuse into QLinear* kernels. With int8 activations residual Adds
-    and neighbouring Convs stay unfused and the "quantized" model can run slower than FP32
-    (measured in ../shared/PEER-FINDINGS.md and in our benchmark).
-    """
+    """The hardware (and runtime) a model is quantized for. Each one is a preset in
+    `edgequant.targets.PRESETS`, which says what it changes and why; `Target.detect()` picks the
+    CPU we run on."""
 
     X86_VNNI = "x86-vnni"
     X86 = "x86"
     ARM64 = "arm64"
+    NPU = "npu"
+    NPU_A16 = "npu-a16"
+    TENSORRT = "tensorrt"
+    TFLITE = "tflite"
 
     @staticmethod
     def detect() -> Target:
@@ -143,12 +143,10 @@ ACTIVATIONS_INT8 = QuantSpec(QType.INT8, Symmetry.AFFINE, PerTensor())
 
 
 def default_activations(target: Target) -> QuantSpec:
-    """Activation spec whose kernels ONNX Runtime really runs fast on `target` (see `Target`)."""
-    return (
-        ACTIVATIONS_UINT8
-        if target in (Target.X86_VNNI, Target.X86, Target.ARM64)
-        else ACTIVATIONS_INT8
-    )
+    """The activation spec of `target`'s preset (see `edgequant.targets.PRESETS`)."""
+    from edgequant.targets import preset
+
+    return preset(target).activations
 
 
 @dataclass(frozen=True)
@@ -241,9 +239,24 @@ class PTQConfig:
     def int8(
         cls, *, per_channel: bool = True, calibrator: Calibrator = Calibrator.MINMAX, **kwargs: Any
     ) -> PTQConfig:
-        """Static INT8: s8 weights (per-channel by default), activations chosen for the target."""
-        weights = WEIGHTS_INT8_PER_CHANNEL if per_channel else WEIGHTS_INT8_PER_TENSOR
+        """Static INT8: s8 weights (per-channel by default) and activations as the target's
+        preset wants them (`edgequant.targets.PRESETS`; the CPU we run on by default)."""
+        from edgequant.targets import preset
+
+        weights = preset(kwargs.get("target") or Target.detect()).weights
+        if not per_channel:
+            weights = replace(weights, granularity=PerTensor())
         return cls(method=Method.STATIC, weights=weights, calibrator=calibrator, **kwargs)
+
+    @classmethod
+    def for_target(cls, target: Target | str, **kwargs: Any) -> PTQConfig:
+        """Static quantization exactly as `target`'s preset says (weights, activations,
+        coverage); other fields from `kwargs`."""
+        from edgequant.targets import preset
+
+        p = preset(target)
+        fields_ = {"weights": p.weights, "activations": p.activations, "coverage": p.coverage}
+        return cls(method=Method.STATIC, target=p.target, **{**fields_, **kwargs})
 
     @classmethod
     def w4a8(

@@ -35,3 +35,7 @@ class NothingToQuantizeError(EdgeQuantError):
 
 class DependencyError(EdgeQuantError):
     """An optional dependency (torch, a dataset package) is missing."""
+
+
+class UnsupportedOperatorError(EdgeQuantError):
+    """A node would run in float on a target where `--strict` asks for integer only."""

@@ -105,12 +105,16 @@ class QuantSpec:
 
     narrow_range drops the most negative code of signed types ([-127, 127] for int8), which keeps
     symmetric grids exactly symmetric, as TensorRT and most NPUs expect for weights.
+    reduce_range stores an 8-bit type on 7 bits ([-64, 63] for int8): x86 CPUs without VNNI
+    multiply u8 x s8 with VPMADDUBSW, whose int16 pair sums saturate at 2 x 255 x 127 but not at
+    2 x 255 x 63 (ONNX Runtime's `reduce_range`).
     """
 
     qtype: QType = QType.INT8
     symmetry: Symmetry = Symmetry.SYMMETRIC
     granularity: Granularity = PerTensor()
     narrow_range: bool = False
+    reduce_range: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.qtype, QType):
@@ -123,14 +127,17 @@ class QuantSpec:
             )
         if self.narrow_range and not self.qtype.signed:
             raise ConfigError("narrow_range applies to signed types only")
+        if self.reduce_range and self.qtype.bits != 8:
+            raise ConfigError("reduce_range applies to 8-bit types only")
 
     @property
     def qmin(self) -> int:
-        return self.qtype.qmin + (1 if self.narrow_range else 0)
+        low = self.qtype.qmin // 2 if self.reduce_range else self.qtype.qmin
+        return low + (1 if self.narrow_range else 0)
 
     @property
     def qmax(self) -> int:
-        return self.qtype.qmax
+        return (self.qtype.qmax + 1) // 2 - 1 if self.reduce_range else self.qtype.qmax
 
     def to_dict(self) -> dict[str, Any]:
         gran: dict[str, Any] = {"kind": type(self.granularity).__name__}
@@ -140,11 +147,12 @@ class QuantSpec:
             "symmetry": self.symmetry.value,
             "granularity": gran,
             "narrow_range": self.narrow_range,
+            "reduce_range": self.reduce_range,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QuantSpec:
-        known = {"qtype", "symmetry", "granularity", "narrow_range"}
+        known = {"qtype", "symmetry", "granularity", "narrow_range", "reduce_range"}
         unknown = set(data) - known
         if unknown:
             raise ConfigError(
@@ -161,6 +169,7 @@ class QuantSpec:
                 symmetry=Symmetry(data.get("symmetry", "symmetric")),
                 granularity=kinds[kind](**gran),
                 narrow_range=bool(data.get("narrow_range", False)),
+                reduce_range=bool(data.get("reduce_range", False)),
             )
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"invalid QuantSpec {data}: {exc}") from None

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from edgequant.cli import analysis, ptq, training, tuning  # noqa: F401  (commands register on import)
+from edgequant.cli import analysis, measure, quantize, targets, training, tuning  # noqa: F401  (commands register on import)
 from edgequant.cli.group import cli
 from edgequant.errors import EdgeQuantError
 

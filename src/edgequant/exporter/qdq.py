@@ -33,7 +33,9 @@ def export_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
         values = index.array(name).astype(np.float32)
         q = quantize(values, tq.scale, tq.zero_point, tq.spec).astype(tq.spec.qtype.numpy_dtype)
         renames[name] = _dequantize_constant(name, q, tq, names, new_nodes, new_inits)
-    int32_biases = {b: pair for b, pair in plan.biases.items() if _needs_int32(b, index)}
+    int32_biases = {
+        b: pair for b, pair in plan.biases.items() if plan.int32_biases or _needs_int32(b, index)
+    }
     for bias, (act, weight) in int32_biases.items():
         scale = bias_scale(plan.activations[act].scale, plan.weights[weight].scale)
         q = quantize_bias(index.array(bias), scale)
@@ -49,6 +51,7 @@ def export_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
                 node.input[i] = renames[inp]
             elif inp in act_renames and not float_reader:
                 node.input[i] = act_renames[inp]
+    _outputs_dequantized(graph, new_nodes, act_renames, names)
     used = {name for name in plan.weights} | set(int32_biases)
     kept = [i for i in graph.initializer if i.name not in used]
     del graph.initializer[:]
@@ -83,6 +86,22 @@ def _remove_folded(graph: onnx.GraphProto, folded: list[str]) -> None:
                 if out == src:
                     other.output[i] = dst
         graph.node.remove(node)
+
+
+def _outputs_dequantized(
+    graph: onnx.GraphProto,
+    new_nodes: list[onnx.NodeProto],
+    act_renames: dict[str, str],
+    names: _NameSource,
+) -> None:
+    """A quantized graph output is read through its Q/DQ pair: the producer writes a fresh
+    tensor and the DequantizeLinear writes the output's name (full-integer targets)."""
+    for out in (o.name for o in graph.output if o.name in act_renames):
+        inner, dq = names.new("y"), act_renames[out]
+        for node in [*graph.node, *new_nodes]:
+            node.input[:] = [inner if t == out else t for t in node.input]
+            node.output[:] = [inner if t == out else (out if t == dq else t) for t in node.output]
+            node.input[:] = [out if t == dq else t for t in node.input]
 
 
 def _quantize_activation(

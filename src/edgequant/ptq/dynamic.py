@@ -9,6 +9,8 @@ quantization instead.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
@@ -21,7 +23,7 @@ from edgequant.ptq.embeddings import embed_int8
 from edgequant.ptq.preprocess import optimize
 from edgequant.ptq.static import weight_quant
 from edgequant.ptq.weights import linear_nodes, replace_nodes
-from edgequant.spec import PerChannel, QuantSpec
+from edgequant.spec import PerChannel
 
 
 def quantize_dynamic(model: Model, config: PTQConfig) -> Model:
@@ -32,9 +34,7 @@ def quantize_dynamic(model: Model, config: PTQConfig) -> Model:
     float_nodes: dict[str, str] = {}
     spec = config.weights
     if isinstance(spec.granularity, PerChannel):
-        spec = QuantSpec(
-            spec.qtype, spec.symmetry, PerChannel(1), spec.narrow_range
-        )  # columns of (K, N)
+        spec = replace(spec, granularity=PerChannel(1))  # columns of (K, N)
     swaps: dict[str, list[onnx.NodeProto]] = {}
     inits: list[onnx.TensorProto] = []
     for lin in linear_nodes(proto.graph, index, frozenset(config.exclude_nodes), float_nodes):

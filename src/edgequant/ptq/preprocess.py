@@ -24,12 +24,22 @@ MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear
 
 def optimize(model: Model, min_opset: int = MIN_OPSET) -> Model:
     """ORT basic optimisations, opset >= `min_opset`, and a unique name on every node."""
+    optimized = ort_optimized(upgrade_opset(model.proto, min_opset))
+    _name_nodes(optimized.graph)
+    return Model(optimized, model.name, dict(model.provenance))
+
+
+def ort_optimized(proto: onnx.ModelProto, *, extended: bool = False) -> onnx.ModelProto:
+    """The graph as ONNX Runtime's CPU provider rewrites it: basic optimisations (constant
+    folding, BatchNorm into Conv), or `extended` ones too (its QDQ -> QLinear* kernel fusions)."""
     import onnxruntime as ort
 
-    proto = upgrade_opset(model.proto, min_opset)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    level = ort.GraphOptimizationLevel
+    opts.graph_optimization_level = (
+        level.ORT_ENABLE_EXTENDED if extended else level.ORT_ENABLE_BASIC
+    )
     with tempfile.TemporaryDirectory(prefix="edgequant-") as tmp:
         out = Path(tmp) / "optimized.onnx"
         opts.optimized_model_filepath = str(out)
@@ -41,9 +51,7 @@ def optimize(model: Model, min_opset: int = MIN_OPSET) -> Model:
             raise ModelError(
                 f"ONNX Runtime cannot load the model: {str(exc).splitlines()[0][:300]}"
             ) from None
-        optimized = onnx.load(str(out))
-    _name_nodes(optimized.graph)
-    return Model(optimized, model.name, dict(model.provenance))
+        return onnx.load(str(out))
 
 
 def upgrade_opset(proto: onnx.ModelProto, minimum: int) -> onnx.ModelProto:

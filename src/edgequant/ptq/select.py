@@ -53,10 +53,12 @@ def select(
     exclude_nodes: frozenset[str] = frozenset(),
     bad_tensors: dict[str, str] | None = None,
     weighted_only: bool = False,
+    quantize_outputs: bool = False,
 ) -> Selection:
     """Walk nodes in graph order; `bad_tensors` (name -> reason) are never quantized.
     `weighted_only` (Coverage.WEIGHTED): only layers with weights, their inputs quantized and
-    their outputs left float (a later quantized layer quantizes what it reads)."""
+    their outputs left float (a later quantized layer quantizes what it reads).
+    `quantize_outputs`: graph outputs get a Q/DQ pair too (full-integer targets)."""
     bad = bad_tensors or {}
     sel = Selection()
     quantized: set[str] = set()
@@ -72,7 +74,9 @@ def select(
         sel.nodes.append(node)
         inputs = data_inputs(node, rule)
         outputs = (
-            [] if weighted_only else [o for o in node.output[:1] if o not in index.graph_outputs]
+            []
+            if weighted_only
+            else [o for o in node.output[:1] if quantize_outputs or o not in index.graph_outputs]
         )
         if rule.role is Role.SHARED_RANGE:
             for out in outputs:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,8 @@ from edgequant.ptq.preprocess import optimize, upgrade_opset
 from edgequant.ptq.rules import RANGE_LIMIT, Role
 from edgequant.ptq.select import Selection, clip_max, rule_for, select
 from edgequant.ptq.smooth import smooth_model
-from edgequant.spec import PerChannel, QuantSpec
+from edgequant.spec import PerChannel, PerTensor, QuantSpec
+from edgequant.targets import preset
 
 
 def quantize_static(
@@ -77,10 +78,7 @@ class Calibrated:
 
     def selection(self, exclude: frozenset[str], index: GraphIndex) -> Selection:
         exclude = exclude | frozenset(float_layers(self.config.precisions))
-        sel = select(
-            self.fp32.proto.graph, index, exclude_nodes=exclude, bad_tensors=self.bad_tensors,
-            weighted_only=self.coverage is Coverage.WEIGHTED,
-        )  # fmt: skip
+        sel = _select(self.fp32, index, self.config, self.coverage, exclude, self.bad_tensors)
         if not sel.nodes:
             raise NothingToQuantizeError(_nothing_message(sel))
         return sel
@@ -127,10 +125,7 @@ def calibrate_static(
         )  # fmt: skip
     coverage = resolve_coverage(config.coverage, fp32.proto.graph)
     index = GraphIndex.of(fp32.proto.graph)
-    sel = select(
-        fp32.proto.graph, index, exclude_nodes=exclude,
-        weighted_only=coverage is Coverage.WEIGHTED,
-    )  # fmt: skip
+    sel = _select(fp32, index, config, coverage, exclude, {})
     if not sel.nodes:
         raise NothingToQuantizeError(_nothing_message(sel))
     correct = config.bias_correction is BiasCorrection.EMPIRICAL
@@ -169,7 +164,7 @@ def calibrate_static(
         nodes = [n for n in cal.weighted_nodes() if n.input[0] in cal.kept]
         specs = weight_specs(cal.selection(frozenset(), index), index, config, config.precisions)
         for i, node in enumerate(nodes):
-            cal.round_weight(node, aim_weight_spec(specs[node.name], node))
+            cal.round_weight(node, aim_for_target(specs[node.name], node, config))
             progress("adaptive rounding", i + 1, len(nodes))
     return cal
 
@@ -194,7 +189,7 @@ def quantize_calibrated(
     if missing:
         raise NothingToQuantizeError(f"no calibrated range for {missing[0]!r}")  # never expected
     specs = {
-        name: aim_weight_spec(spec, index.node(name))
+        name: aim_for_target(spec, index.node(name), config)
         for name, spec in weight_specs(sel, index, config, layers).items()
     }
 
@@ -213,6 +208,7 @@ def quantize_calibrated(
         chosen = {n.name for n in sel.nodes}
         plan.float_readers = frozenset(n.name for n in proto.graph.node if n.name not in chosen)
     plan.min_opset = max(_min_opset(config), _plan_opset(plan))
+    plan.int32_biases = preset(config.target).full_integer
     proto = upgrade_opset(proto, plan.min_opset)
     exported = export_qdq(proto, plan)
     halves = [name for name, p in floats.items() if p is Precision.FP16]
@@ -234,6 +230,21 @@ def quantize_calibrated(
         "float_nodes": {k: v for k, v in sel.float_nodes.items() if k not in set(plan.folded)},
     }
     return out
+
+
+def _select(
+    fp32: Model,
+    index: GraphIndex,
+    config: PTQConfig,
+    coverage: Coverage,
+    exclude: frozenset[str],
+    bad: dict[str, str],
+) -> Selection:
+    return select(
+        fp32.proto.graph, index, exclude_nodes=exclude, bad_tensors=bad,
+        weighted_only=coverage is Coverage.WEIGHTED,
+        quantize_outputs=preset(config.target).full_integer,
+    )  # fmt: skip
 
 
 def resolve_coverage(coverage: Coverage, graph: onnx.GraphProto) -> Coverage:
@@ -337,14 +348,24 @@ def _round_trip(values: np.ndarray, spec: QuantSpec) -> np.ndarray:
     return fake_quantize(values, tq.scale, tq.zero_point, spec)
 
 
-def aim_weight_spec(template: QuantSpec, node: Any) -> QuantSpec:
-    """Point a per-channel template at the operator's output-channel axis."""
+def aim_weight_spec(
+    template: QuantSpec, node: Any, per_tensor_ops: frozenset[str] = frozenset()
+) -> QuantSpec:
+    """Point a per-channel template at the operator's output-channel axis; operators in
+    `per_tensor_ops` (the target's kernels take one weight scale) get a per-tensor spec."""
     if not isinstance(template.granularity, PerChannel):
         return template
+    if node.op_type in per_tensor_ops:
+        return replace(template, granularity=PerTensor())
     axis = 0
     if (node.op_type == "Gemm" and not attribute(node, "transB", 0)) or node.op_type == "MatMul":
         axis = 1
-    return QuantSpec(template.qtype, template.symmetry, PerChannel(axis), template.narrow_range)
+    return replace(template, granularity=PerChannel(axis))
+
+
+def aim_for_target(template: QuantSpec, node: Any, config: PTQConfig) -> QuantSpec:
+    """`aim_weight_spec` with the per-tensor operators of the config's target."""
+    return aim_weight_spec(template, node, preset(config.target).per_tensor_weight_ops)
 
 
 def _decide_folds(

@@ -9,6 +9,7 @@ exporter PTQ uses, writes the deployable model. No module-to-tensor name matchin
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -128,7 +129,7 @@ def _weights_from_log(
             f"{len(log)} logged weights for {len(weights)} weighted nodes in the export"
         )
     for name, (spec, scale) in zip(weights, log[-len(weights) :], strict=True):
-        aimed = QuantSpec(spec.qtype, spec.symmetry, PerChannel(0), spec.narrow_range)
+        aimed = replace(spec, granularity=PerChannel(0))
         plan.weights[name] = TensorQuant(
             aimed, scale.astype(np.float32), np.zeros(scale.shape, np.int32)
         )

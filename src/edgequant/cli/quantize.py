@@ -1,4 +1,4 @@
-"""PTQ commands: quantize, eval, bench."""
+"""`edgequant quantize`: an ONNX model (or a task's torch model) quantized for a target."""
 
 from __future__ import annotations
 
@@ -9,19 +9,38 @@ import click
 
 from edgequant.cli.common import emit, floats, progress_bars
 from edgequant.cli.group import cli
+from edgequant.config import Target
+from edgequant.errors import ConfigError
 
 METHODS = ["static", "dynamic", "fp16", "int4"]
 CALIBRATORS = ["minmax", "percentile", "entropy", "mse"]
+TARGETS = [t.value for t in Target]
 
 
 @cli.command()
-@click.argument("model", type=click.Path())
+@click.argument("model", type=click.Path(), required=False)
 @click.option(
     "-o",
     "--output",
     required=True,
     type=click.Path(),
-    help="Where to write the quantized .onnx (a .quant.json goes beside it).",
+    help="Where to write the quantized .onnx or .tflite (a .quant.json goes beside it).",
+)
+@click.option(
+    "--target",
+    type=click.Choice(TARGETS),
+    help="Deployment target preset (`edgequant targets` lists them); default: this CPU.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Fail, writing nothing, if any node would run in float on the target.",
+)
+@click.option(
+    "--task",
+    "task_entry",
+    help="module:function returning the trained torch model and data, instead of MODEL "
+    "(--target tflite converts from torch).",
 )
 @click.option("--method", type=click.Choice(METHODS), default="static", show_default=True)
 @click.option(
@@ -101,8 +120,11 @@ CALIBRATORS = ["minmax", "percentile", "entropy", "mse"]
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 def quantize(
-    model: str,
+    model: str | None,
     output: str,
+    target: str | None,
+    strict: bool,
+    task_entry: str | None,
     method: str,
     calib: str | None,
     calibrator: str,
@@ -124,11 +146,14 @@ def quantize(
     config_file: str | None,
     as_json: bool,
 ) -> None:
-    """Quantize an ONNX MODEL.
+    """Quantize an ONNX MODEL (or a task's torch model) for a deployment target.
 
     \b
     Examples:
       edgequant quantize model.onnx --calib calib.npz -o model.int8.onnx
+      edgequant quantize model.onnx --calib calib.npz --target npu --strict -o model.npu.onnx
+      edgequant quantize model.onnx --calib calib.npz --target tensorrt -o model.trt.onnx
+      edgequant quantize --task edgequant.zoo.tasks:fashion_mnist --target tflite -o model.tflite
       edgequant quantize model.onnx --calib images/ --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 -o q.onnx
       edgequant quantize model.onnx --calib calib.npz --per-tensor --equalize --bias-correction -o q.onnx
       edgequant quantize model.onnx --calib calib.npz --weights int4 --adaround -o model.w4a8.onnx
@@ -138,59 +163,44 @@ def quantize(
       edgequant quantize model.onnx --method int4 --block-size 32 -o model.int4.onnx
     """
     import edgequant as eq
-    from edgequant.config import ACTIVATIONS_INT8, ACTIVATIONS_UINT8
     from edgequant.model import check_writable_dir
 
     out = Path(output)
     check_writable_dir(out.parent)
-    fp32 = eq.load(model)
-    acts = {"auto": None, "uint8": ACTIVATIONS_UINT8, "int8": ACTIVATIONS_INT8}[activations]
-    common: dict[str, Any] = {"exclude_nodes": exclude, "max_calibration_samples": samples}
-    if int8_embeddings:
-        if method == "fp16":
-            raise click.UsageError("--int8-embeddings is for --method static, dynamic or int4")
-        common["embeddings"] = eq.Embeddings.INT8
-    if method == "static":
-        config = (eq.PTQConfig.w4a8 if weight_bits == "int4" else eq.PTQConfig.int8)(
-            per_channel=not per_tensor,
-            calibrator=eq.Calibrator(calibrator),
-            activations=acts,
-            equalization=eq.Equalization.CROSS_LAYER if equalize else eq.Equalization.NONE,
-            bias_correction=eq.BiasCorrection.EMPIRICAL
-            if bias_correction
-            else eq.BiasCorrection.NONE,
-            rounding=eq.Rounding.ADAROUND if adaround else eq.Rounding.NEAREST,
-            smoothing=eq.Smoothing.SMOOTHQUANT if smoothquant else eq.Smoothing.NONE,
-            layer_precisions=_layer_precisions(layers),
-            **common,
-        )
-    elif method == "dynamic":
-        config = eq.PTQConfig.dynamic(per_channel=not per_tensor, **common)
-    elif method == "fp16":
-        config = eq.PTQConfig.fp16(**common)
-    else:
-        config = eq.PTQConfig.int4(
-            block_size=block_size,
-            rounding=eq.Rounding.GPTQ if gptq else eq.Rounding.NEAREST,
-            **common,
-        )
-    if layers and method != "static":
-        raise click.UsageError("--layer needs --method static")
-    if gptq and method != "int4":
-        raise click.UsageError("--gptq is for --method int4")
-    if (smoothquant or adaround) and method != "static":
-        raise click.UsageError("--smoothquant and --adaround are for --method static")
+    if (model is None) == (task_entry is None):
+        raise ConfigError("give an ONNX MODEL or --task module:function (one of them)")
+    data = eq.load_data(calib, batch_size=64, mean=floats(mean), std=floats(std)) if calib else None
+    if target == Target.TFLITE.value:
+        from edgequant.cli.targets import write_tflite
+
+        if task_entry is None:
+            raise ConfigError(
+                "--target tflite converts the PyTorch model (litert-torch): pass --task "
+                "module:function instead of an ONNX MODEL (see the README, TFLite export)"
+            )
+        write_tflite(task_entry, out, method, data, samples, strict, as_json)
+        return
+    config = _config(
+        method, target, calibrator, per_tensor, activations, equalize, bias_correction,
+        weight_bits, adaround, smoothquant, gptq, int8_embeddings, block_size, exclude,
+        layers, samples,
+    )  # fmt: skip
     if config_file:
         config = _read_config(Path(config_file))
-        method = config.method.value
-    data = eq.load_data(calib, batch_size=64, mean=floats(mean), std=floats(std)) if calib else None
-    if method == "static" and data is None:
+    fp32, source, data = _source(model, task_entry, data)
+    if config.method is eq.Method.STATIC and data is None:
         raise click.UsageError(
             "static quantization needs --calib DATA (e.g. a .npz of a few hundred inputs)"
         )
+    if strict and config.method is eq.Method.STATIC:
+        eq.require_integer(eq.check_support(fp32, config))  # before any work
     with progress_bars(not as_json) as progress:
         q = eq.quantize(fp32, config, calibration=data, progress=progress)
-    q.provenance["source_model"] = str(Path(model).resolve())
+    support = eq.check_support(q, config.target)
+    if strict:
+        eq.require_integer(support)
+    q.provenance["source_model"] = source
+    q.provenance["support"] = support_summary(support)
     q.save(out)
     summary = {
         "output": str(out),
@@ -198,12 +208,14 @@ def quantize(
         "fp32_size_bytes": fp32.size_bytes,
         "quantized_nodes": q.provenance.get("quantized_nodes"),
         "float_nodes": q.provenance.get("float_nodes", {}),
+        "support": q.provenance["support"],
     }
 
     def human() -> None:
         click.echo(
             f"wrote {out} ({q.size_bytes / 1024:.0f} KB, {q.size_bytes / fp32.size_bytes:.1%} of FP32)"
         )
+        click.echo(support.summary())
         floats = summary["float_nodes"] or {}
         if floats:
             click.echo(f"{len(floats)} node(s) stay in float:")
@@ -213,126 +225,91 @@ def quantize(
     emit(summary, as_json, human)
 
 
-@cli.command(name="eval")
-@click.argument("model", type=click.Path())
-@click.option(
-    "--data",
-    required=True,
-    help="Labelled data: .npz with labels, an image folder by class, or fashion-mnist.",
-)
-@click.option(
-    "--reference", type=click.Path(), help="FP32 model to compare with (agreement, SQNR)."
-)
-@click.option("--layers", is_flag=True, help="Also report per-layer SQNR against --reference.")
-@click.option("--mean", help="Image folders: per-channel mean (after scaling to [0, 1]).")
-@click.option("--std", help="Image folders: per-channel std.")
-@click.option("--limit", type=int, help="Use at most this many samples.")
-@click.option("--json", "as_json", is_flag=True)
-def eval_cmd(
-    model: str,
-    data: str,
-    reference: str | None,
-    layers: bool,
-    mean: str | None,
-    std: str | None,
-    limit: int | None,
-    as_json: bool,
-) -> None:
-    """Accuracy of MODEL on labelled data, and agreement with a reference.
+def support_summary(report: Any) -> dict[str, Any]:
+    """What a model's sidecar keeps of its support check: enough to see the float islands."""
+    return {
+        "target": report.target,
+        "runtime": report.runtime,
+        "integer_fraction": round(report.integer_fraction, 4),
+        "integer_nodes": len(report.nodes) - len(report.float_nodes),
+        "float_nodes": {n.name: n.reason for n in report.float_nodes},
+    }
 
-    \b
-    Example:
-      edgequant eval model.int8.onnx --data fashion-mnist --reference model.onnx --layers
-    """
+
+def _source(model: str | None, task_entry: str | None, data: Any) -> tuple[Any, str, Any]:
+    """The FP32 ONNX model, where it came from, and calibration data (a task brings its own)."""
     import edgequant as eq
 
-    m = eq.load(model)
-    ref = eq.load(reference) if reference else None
-    dataset = eq.load_data(data, batch_size=256, limit=limit, mean=floats(mean), std=floats(std))
-    with progress_bars(not as_json) as progress:
-        res = eq.evaluate(m, dataset, reference=ref, progress=progress)
-    out: dict[str, Any] = res.to_dict()
-    if layers:
-        if ref is None:
-            raise click.UsageError("--layers needs --reference")
-        from edgequant.ptq.preprocess import optimize
+    if model is not None:
+        return eq.load(model), str(Path(model).resolve()), data
+    from edgequant.task import load_task
+    from edgequant.torch_onnx import to_onnx
 
-        out["layers"] = [vars(r) for r in eq.layer_sqnr(m, optimize(ref), dataset)]
-
-    def human() -> None:
-        for k, v in res.to_dict().items():
-            if v is not None:
-                click.echo(f"{k:16s} {v:.4f}" if isinstance(v, float) else f"{k:16s} {v}")
-        if layers:
-            worst = sorted(out["layers"], key=lambda r: r["own_sqnr_db"])[:5]
-            click.echo(
-                "layers losing most accuracy (SQNR of the error each node adds, lowest first):"
-            )
-            for r in worst:
-                own, total = r["own_sqnr_db"], r["sqnr_db"]
-                click.echo(
-                    f"  {r['node']} -> {r['tensor']}: {own:.1f} dB (cumulative {total:.1f} dB)"
-                )
-
-    emit(out, as_json, human)
+    assert task_entry is not None
+    task = load_task(task_entry)
+    fp32 = to_onnx(task.model, task.example_input, task_entry.rpartition(":")[2] or "model")
+    return fp32, task_entry, data if data is not None else task.calibration
 
 
-@cli.command()
-@click.argument("models", nargs=-1, required=True, type=click.Path())
-@click.option("--batch", "batches", multiple=True, type=int, default=(1, 32), show_default=True)
-@click.option("--threads", multiple=True, type=int, default=(1, 2), show_default=True)
-@click.option("--rounds", default=5, show_default=True)
-@click.option("--no-memory", is_flag=True, help="Skip the peak-memory probe.")
-@click.option("--json", "as_json", is_flag=True)
-def bench(
-    models: tuple[str, ...],
-    batches: tuple[int, ...],
-    threads: tuple[int, ...],
-    rounds: int,
-    no_memory: bool,
-    as_json: bool,
-) -> None:
-    """Latency, throughput, memory and size of MODELS side by side (ratios to the first).
-
-    \b
-    Example:
-      edgequant bench model.onnx model.int8.onnx --batch 1 --batch 32 --threads 1
-    """
+def _config(
+    method: str,
+    target: str | None,
+    calibrator: str,
+    per_tensor: bool,
+    activations: str,
+    equalize: bool,
+    bias_correction: bool,
+    weight_bits: str,
+    adaround: bool,
+    smoothquant: bool,
+    gptq: bool,
+    int8_embeddings: bool,
+    block_size: int,
+    exclude: tuple[str, ...],
+    layers: tuple[str, ...],
+    samples: int,
+) -> Any:
+    """The PTQConfig the options describe (the target's preset first, then the options)."""
     import edgequant as eq
+    from edgequant.config import ACTIVATIONS_INT8, ACTIVATIONS_UINT8
 
-    loaded = [eq.load(p) for p in models]
-    with progress_bars(not as_json) as progress:
-        res = eq.benchmark(
-            loaded,
-            batch_sizes=batches,
-            threads=threads,
-            rounds=rounds,
-            memory=not no_memory,
-            progress=progress,
+    acts = {"auto": None, "uint8": ACTIVATIONS_UINT8, "int8": ACTIVATIONS_INT8}[activations]
+    common: dict[str, Any] = {"exclude_nodes": exclude, "max_calibration_samples": samples}
+    if target is not None:
+        common["target"] = eq.Target(target)
+    if int8_embeddings:
+        if method == "fp16":
+            raise click.UsageError("--int8-embeddings is for --method static, dynamic or int4")
+        common["embeddings"] = eq.Embeddings.INT8
+    if layers and method != "static":
+        raise click.UsageError("--layer needs --method static")
+    if gptq and method != "int4":
+        raise click.UsageError("--gptq is for --method int4")
+    if (smoothquant or adaround) and method != "static":
+        raise click.UsageError("--smoothquant and --adaround are for --method static")
+    if method == "dynamic":
+        return eq.PTQConfig.dynamic(per_channel=not per_tensor, **common)
+    if method == "fp16":
+        return eq.PTQConfig.fp16(**common)
+    if method == "int4":
+        return eq.PTQConfig.int4(
+            block_size=block_size,
+            rounding=eq.Rounding.GPTQ if gptq else eq.Rounding.NEAREST,
+            **common,
         )
-
-    def human() -> None:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title="ONNX Runtime CPU, p50 latency (ratio to the first model)")
-        for col in (
-            "model",
-            "size KB",
-            "peak MiB",
-            *(f"b{lat.batch}/t{lat.threads}" for lat in res[0].latency),
-        ):
-            table.add_column(col, justify="right")
-        for r in res:
-            cells = [
-                f"{lat.p50_ms:.3f} ms ({lat.p50_ms / res[0].at(lat.batch, lat.threads).p50_ms:.2f}x)"
-                for lat in r.latency
-            ]
-            mem = "-" if r.peak_memory_mb is None else f"{r.peak_memory_mb:.1f}"
-            table.add_row(r.name, f"{r.size_bytes / 1024:.0f}", mem, *cells)
-        Console().print(table)
-
-    emit({"results": [r.to_dict() for r in res]}, as_json, human)
+    if target is not None:
+        common["coverage"] = eq.preset(target).coverage
+    return (eq.PTQConfig.w4a8 if weight_bits == "int4" else eq.PTQConfig.int8)(
+        per_channel=not per_tensor,
+        calibrator=eq.Calibrator(calibrator),
+        activations=acts,
+        equalization=eq.Equalization.CROSS_LAYER if equalize else eq.Equalization.NONE,
+        bias_correction=eq.BiasCorrection.EMPIRICAL if bias_correction else eq.BiasCorrection.NONE,
+        rounding=eq.Rounding.ADAROUND if adaround else eq.Rounding.NEAREST,
+        smoothing=eq.Smoothing.SMOOTHQUANT if smoothquant else eq.Smoothing.NONE,
+        layer_precisions=_layer_precisions(layers),
+        **common,
+    )
 
 
 def _layer_precisions(items: tuple[str, ...]) -> dict[str, Any]:
@@ -356,7 +333,6 @@ def _read_config(path: Path) -> Any:
     import json
 
     import edgequant as eq
-    from edgequant.errors import ConfigError
 
     try:
         data = json.loads(path.read_text())

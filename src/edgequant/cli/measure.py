@@ -1,0 +1,132 @@
+"""Measuring commands: eval, bench."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from edgequant.cli.common import emit, floats, progress_bars
+from edgequant.cli.group import cli
+
+
+@cli.command(name="eval")
+@click.argument("model", type=click.Path())
+@click.option(
+    "--data",
+    required=True,
+    help="Labelled data: .npz with labels, an image folder by class, or fashion-mnist.",
+)
+@click.option(
+    "--reference", type=click.Path(), help="FP32 model to compare with (agreement, SQNR)."
+)
+@click.option("--layers", is_flag=True, help="Also report per-layer SQNR against --reference.")
+@click.option("--mean", help="Image folders: per-channel mean (after scaling to [0, 1]).")
+@click.option("--std", help="Image folders: per-channel std.")
+@click.option("--limit", type=int, help="Use at most this many samples.")
+@click.option("--json", "as_json", is_flag=True)
+def eval_cmd(
+    model: str,
+    data: str,
+    reference: str | None,
+    layers: bool,
+    mean: str | None,
+    std: str | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """Accuracy of MODEL on labelled data, and agreement with a reference.
+
+    \b
+    Example:
+      edgequant eval model.int8.onnx --data fashion-mnist --reference model.onnx --layers
+    """
+    import edgequant as eq
+
+    m = eq.load(model)
+    ref = eq.load(reference) if reference else None
+    dataset = eq.load_data(data, batch_size=256, limit=limit, mean=floats(mean), std=floats(std))
+    with progress_bars(not as_json) as progress:
+        res = eq.evaluate(m, dataset, reference=ref, progress=progress)
+    out: dict[str, Any] = res.to_dict()
+    if layers:
+        if ref is None:
+            raise click.UsageError("--layers needs --reference")
+        from edgequant.ptq.preprocess import optimize
+
+        out["layers"] = [vars(r) for r in eq.layer_sqnr(m, optimize(ref), dataset)]
+
+    def human() -> None:
+        for k, v in res.to_dict().items():
+            if v is not None:
+                click.echo(f"{k:16s} {v:.4f}" if isinstance(v, float) else f"{k:16s} {v}")
+        if layers:
+            worst = sorted(out["layers"], key=lambda r: r["own_sqnr_db"])[:5]
+            click.echo(
+                "layers losing most accuracy (SQNR of the error each node adds, lowest first):"
+            )
+            for r in worst:
+                own, total = r["own_sqnr_db"], r["sqnr_db"]
+                click.echo(
+                    f"  {r['node']} -> {r['tensor']}: {own:.1f} dB (cumulative {total:.1f} dB)"
+                )
+
+    emit(out, as_json, human)
+
+
+@cli.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path())
+@click.option("--batch", "batches", multiple=True, type=int, default=(1, 32), show_default=True)
+@click.option("--threads", multiple=True, type=int, default=(1, 2), show_default=True)
+@click.option("--rounds", default=5, show_default=True)
+@click.option("--no-memory", is_flag=True, help="Skip the peak-memory probe.")
+@click.option("--json", "as_json", is_flag=True)
+def bench(
+    models: tuple[str, ...],
+    batches: tuple[int, ...],
+    threads: tuple[int, ...],
+    rounds: int,
+    no_memory: bool,
+    as_json: bool,
+) -> None:
+    """Latency, throughput, memory and size of MODELS side by side (ratios to the first).
+
+    \b
+    Example:
+      edgequant bench model.onnx model.int8.onnx --batch 1 --batch 32 --threads 1
+    """
+    import edgequant as eq
+
+    loaded = [eq.load(p) for p in models]
+    with progress_bars(not as_json) as progress:
+        res = eq.benchmark(
+            loaded,
+            batch_sizes=batches,
+            threads=threads,
+            rounds=rounds,
+            memory=not no_memory,
+            progress=progress,
+        )
+
+    def human() -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="ONNX Runtime CPU, p50 latency (ratio to the first model)")
+        for col in (
+            "model",
+            "size KB",
+            "peak MiB",
+            *(f"b{lat.batch}/t{lat.threads}" for lat in res[0].latency),
+        ):
+            table.add_column(col, justify="right")
+        for r in res:
+            cells = [
+                f"{lat.p50_ms:.3f} ms ({lat.p50_ms / res[0].at(lat.batch, lat.threads).p50_ms:.2f}x)"
+                for lat in r.latency
+            ]
+            mem = "-" if r.peak_memory_mb is None else f"{r.peak_memory_mb:.1f}"
+            table.add_row(r.name, f"{r.size_bytes / 1024:.0f}", mem, *cells)
+        Console().print(table)
+
+    emit({"results": [r.to_dict() for r in res]}, as_json, human)

@@ -1,0 +1,138 @@
+"""Target commands: `targets` (the presets), `check` (operator support), and the TFLite branch
+of `quantize`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgequant.cli.common import emit, progress_bars
+from edgequant.cli.group import cli
+from edgequant.config import Target
+from edgequant.errors import ConfigError
+
+TFLITE_MODES = {"static": "int8", "dynamic": "dynamic", "fp16": "fp16"}
+
+
+@cli.command(name="targets")
+@click.option("--json", "as_json", is_flag=True)
+def targets_cmd(as_json: bool) -> None:
+    """The deployment target presets: what each one changes, and why."""
+    from edgequant.targets import PRESETS
+
+    rows = [
+        {
+            "target": p.name,
+            "runtime": p.runtime.value,
+            "weights": _spec_text(p.weights),
+            "activations": _spec_text(p.activations),
+            "full_integer": p.full_integer,
+            "integer_io": p.integer_io,
+            "format": p.format,
+            "rules": list(p.rules),
+        }
+        for p in PRESETS.values()
+    ]
+
+    def human() -> None:
+        detected = Target.detect().value
+        for r in rows:
+            here = " (this machine)" if r["target"] == detected else ""
+            click.echo(
+                f"{r['target']}{here}: {r['runtime']}, weights {r['weights']}, "
+                f"activations {r['activations']}"
+                + (", full integer" if r["full_integer"] else "")
+                + (", integer inputs/outputs" if r["integer_io"] else "")
+            )
+            for rule in r["rules"]:
+                click.echo(f"  - {rule}")
+
+    emit({"targets": rows}, as_json, human)
+
+
+@cli.command(name="check")
+@click.argument("model", type=click.Path())
+@click.option(
+    "--target",
+    type=click.Choice([t.value for t in Target]),
+    help="Target preset to check against (default: this CPU; .tflite models: LiteRT).",
+)
+@click.option("--strict", is_flag=True, help="Exit 2 if any node runs in float on the target.")
+@click.option("--json", "as_json", is_flag=True)
+def check_cmd(model: str, target: str | None, strict: bool, as_json: bool) -> None:
+    """Which nodes of MODEL run in integer on a target, which stay float, and why.
+
+    A float .onnx model is checked as the quantizer plans it; a quantized one as its runtime
+    runs it (ONNX Runtime's own fused graph for CPU targets); a .tflite model from its
+    operators' tensor types.
+
+    \b
+    Examples:
+      edgequant check model.onnx --target npu
+      edgequant check model.int8.onnx --strict
+      edgequant check model.tflite
+    """
+    import edgequant as eq
+
+    if model.endswith(".tflite"):
+        report = eq.check_tflite(eq.load_tflite(model))
+    else:
+        report = eq.check_support(eq.load(model), target)
+    if strict:
+        eq.require_integer(report)
+    emit(report.to_dict(), as_json, lambda: click.echo(report.markdown(limit=50)))
+
+
+def write_tflite(
+    task_entry: str,
+    out: Path,
+    method: str,
+    data: Any,
+    samples: int,
+    strict: bool,
+    as_json: bool,
+) -> None:
+    """`quantize --target tflite`: the task's torch model converted by litert-torch."""
+    import edgequant as eq
+    from edgequant.cli.quantize import support_summary
+    from edgequant.task import load_task
+
+    if method not in TFLITE_MODES:
+        raise ConfigError("--target tflite takes --method static (full integer), dynamic or fp16")
+    task = load_task(task_entry)
+    with progress_bars(not as_json) as progress:
+        model = eq.to_tflite(
+            task.model,
+            task.example_input,
+            mode=eq.TFLiteMode(TFLITE_MODES[method]),
+            calibration=data if data is not None else task.calibration,
+            max_samples=samples,
+            name=task_entry.rpartition(":")[2] or "model",
+            progress=progress,
+        )
+    support = eq.check_tflite(model)
+    if strict:
+        eq.require_integer(support)
+    model.provenance["source_model"] = task_entry
+    model.provenance["support"] = support_summary(support)
+    model.save(out)
+    summary = {
+        "output": str(out),
+        "size_bytes": model.size_bytes,
+        "support": model.provenance["support"],
+    }
+
+    def human() -> None:
+        click.echo(f"wrote {out} ({model.size_bytes / 1024:.0f} KB, {model.mode.value})")
+        click.echo(support.summary())
+
+    emit(summary, as_json, human)
+
+
+def _spec_text(spec: Any) -> str:
+    sym = "sym" if spec.symmetry.value == "symmetric" else "asym"
+    gran = type(spec.granularity).__name__.removeprefix("Per").lower()
+    extra = " 7-bit" if spec.reduce_range else (" narrow" if spec.narrow_range else "")
+    return f"{spec.qtype.value} {sym} per-{gran}{extra}"

@@ -1,0 +1,79 @@
+"""Multiply-accumulates per node, from shapes that ONNX shape inference gives at batch 1.
+
+Used to say which fraction of a model's compute runs in integer: a model with one float Conv
+among thirty integer ones may still spend most of its time in that Conv.
+"""
+
+from __future__ import annotations
+
+import math
+
+import onnx
+from onnx import shape_inference
+
+from edgequant.exporter.graph import attribute
+
+_MAC_OPS = frozenset({"Conv", "ConvInteger", "Gemm", "MatMul", "MatMulInteger"})
+
+
+def node_macs(model: onnx.ModelProto) -> dict[str, int]:
+    """Node name -> multiply-accumulates at batch 1 for Conv/Gemm/MatMul (others are 0)."""
+    shapes = tensor_shapes(model)
+    out: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type not in _MAC_OPS or not node.output:
+            continue
+        y = shapes.get(node.output[0])
+        a = shapes.get(node.input[0])
+        w = shapes.get(node.input[1]) if len(node.input) > 1 else None
+        if y is None or a is None or w is None:
+            continue
+        if node.op_type.startswith("Conv"):
+            # y: (N, C_out, *spatial); w: (C_out, C_in / groups, *kernel)
+            k = math.prod(w[1:])
+        elif node.op_type == "Gemm":
+            k = a[0] if attribute(node, "transA", 0) else a[-1]
+        else:
+            k = a[-1]  # (..., K) x (K, N)
+        out[node.name] = int(math.prod(y) * k)
+    return out
+
+
+def tensor_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """Static shapes of every tensor whose shape inference resolves, symbolic dims set to 1."""
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model)
+    for vi in proto.graph.input:
+        for dim in vi.type.tensor_type.shape.dim:
+            if not dim.HasField("dim_value"):
+                dim.dim_value = 1
+    try:
+        inferred = shape_inference.infer_shapes(proto)
+    except Exception:  # a contrib op it does not know: fall back to what the graph declares
+        inferred = proto
+    shapes: dict[str, tuple[int, ...]] = {}
+    graph = inferred.graph
+    for vi in [*graph.input, *graph.value_info, *graph.output]:
+        dims = vi.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            shapes[vi.name] = tuple(int(d.dim_value) for d in dims)
+    for init in graph.initializer:
+        shapes[init.name] = tuple(int(d) for d in init.dims)
+    return shapes
+
+
+def float_tensors(model: onnx.ModelProto) -> set[str]:
+    """Tensors that shape inference types as float32/float16 (activations and constants)."""
+    try:
+        inferred = shape_inference.infer_shapes(model)
+    except Exception:
+        inferred = model
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    graph = inferred.graph
+    names = {
+        vi.name
+        for vi in [*graph.input, *graph.value_info, *graph.output]
+        if vi.type.tensor_type.elem_type in floats
+    }
+    names |= {i.name for i in graph.initializer if i.data_type in floats}
+    return names

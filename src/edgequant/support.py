@@ -1,0 +1,281 @@
+"""Operator-support check: which nodes run in integer on a target, which stay float, and why.
+
+A single float operator in a quantized graph is a "float island": the runtime dequantizes,
+computes in float and quantizes again, and an NPU splits the graph around it. Three ways to
+decide, each the closest to the real runtime that runs here:
+- planned (a float model): what the quantizer will put in integer for the target's preset;
+- ONNX Runtime CPU targets: the quantized graph after ORT's own QDQ fusions (its optimizer is
+  asked, nothing is guessed): a node left as a float Conv/Add between Q/DQ is an island;
+- QNN / TensorRT (not runnable here): QDQ node units, the pattern both partition by: a node is
+  integer when every input comes from a DequantizeLinear (and, for full-integer targets, every
+  output goes to a QuantizeLinear).
+TFLite models are checked from their tensor types (`edgequant.tflite.check_tflite`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import onnx
+
+from edgequant.compute import float_tensors, node_macs
+from edgequant.config import PTQConfig, Target
+from edgequant.errors import ConfigError, UnsupportedOperatorError
+from edgequant.model import Model
+from edgequant.targets import Runtime, TargetPreset, preset
+
+_BOUNDARY = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+# ONNX Runtime CPU kernels that compute in integer (what its QDQ fusions produce).
+ORT_INTEGER_KERNELS = frozenset(
+    {
+        "QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearMul",
+        "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSigmoid",
+        "QLinearLeakyRelu", "QLinearSoftmax", "QLinearReduceMean", "QLinearWhere",
+        "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul",
+        "QAttention", "QEmbedLayerNormalization",
+    }
+)  # fmt: skip
+_SHAPE_OUTPUT = frozenset({"Shape", "Size"})
+
+
+@dataclass(frozen=True)
+class NodeSupport:
+    """One compute node: integer or float on the target, why if float, and its MACs."""
+
+    name: str
+    op_type: str
+    integer: bool
+    reason: str = ""
+    macs: int = 0
+
+
+@dataclass(frozen=True)
+class SupportReport:
+    """Per-node integer/float verdicts for one model on one target."""
+
+    target: str
+    runtime: str
+    stage: str  # "planned" (float model, before quantization), "quantized" or "tflite"
+    method: str  # how the verdicts were reached
+    nodes: tuple[NodeSupport, ...]
+
+    @property
+    def float_nodes(self) -> list[NodeSupport]:
+        return [n for n in self.nodes if not n.integer]
+
+    @property
+    def fully_integer(self) -> bool:
+        return not self.float_nodes
+
+    @property
+    def integer_fraction(self) -> float:
+        """Share of the multiply-accumulates in integer nodes (node share if no MACs known)."""
+        total = sum(n.macs for n in self.nodes)
+        if total == 0:
+            return sum(n.integer for n in self.nodes) / max(len(self.nodes), 1)
+        return sum(n.macs for n in self.nodes if n.integer) / total
+
+    def summary(self) -> str:
+        """One line: counts, compute share and the first float nodes."""
+        n_int = len(self.nodes) - len(self.float_nodes)
+        line = (
+            f"{self.target} ({self.runtime}, {self.stage}): {n_int}/{len(self.nodes)} compute "
+            f"nodes integer, {100 * self.integer_fraction:.1f}% of MACs"
+        )
+        if self.float_nodes:
+            first = self.float_nodes[0]
+            more = f" and {len(self.float_nodes) - 1} more" if len(self.float_nodes) > 1 else ""
+            line += f"; float: {first.name} ({first.op_type}: {first.reason}){more}"
+        return line
+
+    def markdown(self, limit: int = 20) -> str:
+        """A summary line and a table of the float nodes with their reasons."""
+        out = [f"- {self.summary()}", f"  (decided from {self.method})"]
+        if self.float_nodes:
+            out += ["", "| float node | op | MACs | why |", "|---|---|---:|---|"]
+            out += [
+                f"| {n.name} | {n.op_type} | {n.macs:,} | {n.reason} |"
+                for n in self.float_nodes[:limit]
+            ]
+            if len(self.float_nodes) > limit:
+                out.append(f"| ... {len(self.float_nodes) - limit} more | | | |")
+        return "\n".join(out)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["nodes"] = [asdict(n) for n in self.nodes]
+        data["integer_fraction"] = self.integer_fraction
+        data["fully_integer"] = self.fully_integer
+        return data
+
+
+def check_support(model: Model, target: Target | str | PTQConfig | None = None) -> SupportReport:
+    """Which nodes of `model` run in integer on `target` (a Target, its name, or a PTQConfig
+    whose target and coverage are used; default: this CPU). A float model is checked as the
+    quantizer plans it; a quantized (QDQ) model as its runtime will run it."""
+    config = target if isinstance(target, PTQConfig) else None
+    if config is None:
+        config = PTQConfig.for_target(preset(target or Target.detect()).target)
+    p = preset(config.target)
+    if p.format != "onnx":
+        raise ConfigError(
+            f"target {p.name} runs .tflite models: check the converted model with "
+            "edgequant.tflite.check_tflite"
+        )
+    quantized = any(n.op_type in _BOUNDARY for n in model.proto.graph.node)
+    if not quantized:
+        return _planned(model, config, p)
+    if p.runtime is Runtime.ORT_CPU:
+        return _ort_cpu(model, p)
+    return _node_units(model, p)
+
+
+def _planned(model: Model, config: PTQConfig, p: TargetPreset) -> SupportReport:
+    from edgequant.config import Coverage
+    from edgequant.exporter.graph import GraphIndex
+    from edgequant.ptq.preprocess import optimize
+    from edgequant.ptq.select import select
+    from edgequant.ptq.static import resolve_coverage
+
+    fp32 = optimize(model)
+    graph = fp32.proto.graph
+    coverage = resolve_coverage(config.coverage, graph)
+    sel = select(
+        graph, GraphIndex.of(graph), exclude_nodes=frozenset(config.precisions),
+        weighted_only=coverage is Coverage.WEIGHTED, quantize_outputs=p.full_integer,
+    )  # fmt: skip
+    chosen = {n.name for n in sel.nodes} | set(sel.fold_candidates)
+    verdicts = {
+        n.name: (n.name in chosen, "" if n.name in chosen else sel.float_nodes.get(n.name, ""))
+        for n in graph.node
+    }
+    return _report(fp32.proto, p, "planned", f"the {p.name} preset's rules", verdicts)
+
+
+def _ort_cpu(model: Model, p: TargetPreset) -> SupportReport:
+    """Ask ONNX Runtime: its optimizer turns every QDQ pattern it has a kernel for into an
+    integer op; whatever is left reading dequantized tensors runs in float."""
+    from edgequant.ptq.preprocess import ort_optimized
+
+    fused = ort_optimized(model.proto, extended=True)
+    planned = model.provenance.get("float_nodes", {})
+    integer: set[str] = set()
+    floaty = {
+        i.name
+        for i in fused.graph.input
+        if i.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    }
+    verdicts: dict[str, tuple[bool, str]] = {}
+    for node in fused.graph.node:
+        ins = [t for t in node.input if t]
+        if node.op_type == "QuantizeLinear":
+            integer.update(node.output)
+            continue
+        if node.op_type in _BOUNDARY:
+            floaty.update(node.output)
+            continue
+        if node.op_type in ORT_INTEGER_KERNELS:
+            verdicts[node.name] = (True, "")
+            floats_out = node.op_type in ("MatMulIntegerToFloat", "DynamicQuantizeMatMul") or (
+                node.op_type == "QGemm" and len(node.input) < 9
+            )
+            (floaty if floats_out else integer).update(node.output)
+            continue
+        if any(t in floaty for t in ins):
+            reason = planned.get(node.name) or (
+                f"no fused integer kernel for this {node.op_type} in ONNX Runtime's CPU provider "
+                f"(dequantize, float {node.op_type}, quantize)"
+            )
+            verdicts[node.name] = (False, reason)
+            if node.op_type not in _SHAPE_OUTPUT:
+                floaty.update(node.output)
+        elif any(t in integer for t in ins):
+            verdicts[node.name] = (True, "")  # data movement on integers (Flatten, MaxPool)
+            integer.update(node.output)
+    return _report(
+        model.proto, p, "quantized", "ONNX Runtime's CPU graph after its QDQ fusions", verdicts
+    )
+
+
+def _node_units(model: Model, p: TargetPreset) -> SupportReport:
+    """QDQ node units as QNN and TensorRT partition: every float input dequantized (and every
+    output quantized, for full-integer targets) or the node runs outside the accelerator."""
+    graph = model.proto.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for t in n.input:
+            consumers.setdefault(t, []).append(n)
+    floats = float_tensors(model.proto)
+    outputs = {o.name for o in graph.output}
+    constants = {i.name for i in graph.initializer}
+    verdicts: dict[str, tuple[bool, str]] = {}
+    for node in graph.node:
+        if node.op_type in _BOUNDARY:
+            continue
+        ins = [t for t in node.input if t and t in floats]
+        if not ins:
+            continue
+        raw = [
+            t
+            for t in ins
+            if (producer.get(t) is None or producer[t].op_type != "DequantizeLinear")
+            and (p.full_integer or t not in constants)  # TensorRT takes float biases
+        ]
+        if raw:
+            verdicts[node.name] = (False, f"reads {raw[0]!r} without a DequantizeLinear")
+            continue
+        if p.full_integer and node.op_type not in _SHAPE_OUTPUT:
+            unq = [
+                o for o in node.output
+                if o in outputs or any(c.op_type != "QuantizeLinear" for c in consumers.get(o, []))
+            ]  # fmt: skip
+            if unq:
+                verdicts[node.name] = (False, f"output {unq[0]!r} is not quantized again")
+                continue
+        verdicts[node.name] = (True, "")
+    return _report(
+        model.proto, p, "quantized", "QDQ node units (how QNN and TensorRT partition)", verdicts
+    )
+
+
+def _report(
+    proto: onnx.ModelProto,
+    p: TargetPreset,
+    stage: str,
+    method: str,
+    verdicts: dict[str, tuple[bool, str]],
+) -> SupportReport:
+    """Keep only nodes that touch float data (shape arithmetic is neither) and add MACs."""
+    macs = node_macs(proto)
+    floats = float_tensors(proto)
+    kinds = {n.name: n.op_type for n in proto.graph.node}
+    nodes = []
+    for n in proto.graph.node:
+        if n.name not in verdicts or n.op_type in _BOUNDARY:
+            continue
+        if stage == "planned" and not any(t in floats for t in n.input if t):
+            continue
+        integer, reason = verdicts[n.name]
+        nodes.append(NodeSupport(n.name, kinds[n.name], integer, reason, macs.get(n.name, 0)))
+    missing = [name for name in verdicts if name not in kinds]  # fused nodes: ORT renamed them
+    for name in missing:
+        integer, reason = verdicts[name]
+        nodes.append(NodeSupport(name, "fused", integer, reason))
+    return SupportReport(p.name, p.runtime.value, stage, method, tuple(nodes))
+
+
+def require_integer(report: SupportReport) -> None:
+    """Raise when any node stays float (`--strict`): name them, say why and what to do."""
+    bad = report.float_nodes
+    if not bad:
+        return
+    shown = "; ".join(f"{n.name} ({n.op_type}: {n.reason})" for n in bad[:3])
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    raise UnsupportedOperatorError(
+        f"--strict: {len(bad)} node(s) would run in float on {report.target} "
+        f"({report.stage}): {shown}{more}. Quantize for this target (--target), replace or "
+        "exclude those operators, or drop --strict to accept float fallbacks "
+        "(`edgequant check` lists them all)"
+    )
