@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import edgequant as eq
 from edgequant.demo import run_demo, variants
 
 
@@ -25,7 +26,17 @@ def test_demo_writes_a_complete_report(tmp_path: Path) -> None:
     top1 = {r.name: r.top1 for r in result.rows}
     assert top1["qat-w4a8"] > top1["ptq-w4a8"]  # the short QAT recovers some of PTQ's 4-bit loss
     assert "PTQ vs QAT at 4-bit weights" in md
-    assert (out / "report.html").read_text().count("<tr>") == len(names) + 1
+    targets = [t.value for t in eq.Target]
+    assert (out / "report.html").read_text().count("<tr>") == len(names) + 1 + len(targets) + 1
+    assert "## Deployment targets" in md
+    section = {row["target"]: row for row in report["sections"]["Deployment targets"]}
+    assert list(section) == targets
+    for name, row in section.items():  # every preset's model runs integer on its own runtime
+        assert row["support"]["fully_integer"], name
+        assert row["top1"] >= result.reference_top1 - 0.01, name
+    assert section["tflite"]["top1"] >= section["tflite"]["fp32_top1"] - 0.005
+    assert (out / "models" / "edgecnn.int8.tflite").is_file()
+    assert (out / "models" / "edgecnn.npu.onnx").is_file()
     for v in variants():
         model = out / "models" / f"edgecnn.{v.name}.onnx"
         assert model.is_file() and model.with_name(f"edgecnn.{v.name}.quant.json").is_file()

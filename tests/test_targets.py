@@ -148,9 +148,7 @@ def test_unsupported_operator_is_flagged_before_and_after_quantization(
         eq.require_integer(after)
 
 
-def test_strict_quantize_fails_clearly_and_writes_nothing(
-    elu_model, calib_npz, tmp_path
-) -> None:
+def test_strict_quantize_fails_clearly_and_writes_nothing(elu_model, calib_npz, tmp_path) -> None:
     model = tmp_path / "elu.onnx"
     elu_model.save(model)
     out = tmp_path / "out" / "q.onnx"

@@ -2,7 +2,8 @@
 
 Fashion-MNIST (Debian package) -> the edge-style CNN trained in FP32 (or from the cache) -> ONNX
 -> every PTQ variant that applies -> accuracy on the 10,000 test images and latency/size in ONNX
-Runtime, side by side -> a report folder (Markdown, HTML with a plot, JSON) and the saved models.
+Runtime, side by side -> the model for every deployment target with its operator-support check
+(TFLite in LiteRT) -> a report folder (Markdown, HTML with a plot, JSON) and the saved models.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from edgequant.config import ACTIVATIONS_INT8, Calibrator, PTQConfig
 from edgequant.data import ArrayDataset
 from edgequant.model import Model, check_writable_dir
 from edgequant.progress import ProgressFn, silent
-from edgequant.report import Row, write_report
+from edgequant.report import Row, Section, write_report
+from edgequant.report.targets import target_section
 from edgequant.runtime.benchmark import benchmark
-from edgequant.runtime.evaluate import evaluate
+from edgequant.runtime.scoring import Scorer
 
 CALIBRATION_SAMPLES = 1000
 SEED = 0
@@ -125,6 +127,7 @@ class DemoResult:
     rows: list[Row]
     reference_top1: float
     report: dict[str, Path]
+    targets: Section
 
 
 def run_demo(out_dir: Path, *, progress: ProgressFn = silent, bench_rounds: int = 3) -> DemoResult:
@@ -164,13 +167,16 @@ def run_demo(out_dir: Path, *, progress: ProgressFn = silent, bench_rounds: int 
     for b in built:
         b.model.save(models_dir / f"{b.model.name}.onnx")
 
-    def labelled(name: str) -> ProgressFn:
-        return lambda _stage, done, _total: progress(f"evaluating {name}", done, len(test))
-
-    ref = evaluate(fp32, test_data, progress=labelled("fp32"))
-    results = [
-        (b, evaluate(b.model, test_data, reference=fp32, progress=labelled(b.name))) for b in built
-    ]
+    progress("evaluating", 0, len(built) + 1)
+    scorer = Scorer(fp32, test_data)  # FP32 outputs once, every variant scored against them
+    results = []
+    for i, b in enumerate(built):
+        results.append((b, scorer.score(b.model)))
+        progress("evaluating", i + 2, len(built) + 1)
+    targets = target_section(
+        fp32, calibration, test_data, models_dir, torch_model=module, progress=progress,
+        rounds=bench_rounds,
+    )  # fmt: skip
     bench = benchmark(
         [fp32, *(b.model for b in built)],
         batch_sizes=(1, 32),
@@ -179,7 +185,8 @@ def run_demo(out_dir: Path, *, progress: ProgressFn = silent, bench_rounds: int 
         progress=progress,
     )
     base = bench[0]
-    assert ref.top1 is not None
+    reference_top1 = scorer.reference_top1
+    assert reference_top1 is not None
 
     def ratios(b):
         return (
@@ -192,7 +199,19 @@ def run_demo(out_dir: Path, *, progress: ProgressFn = silent, bench_rounds: int 
 
     lat, p50 = ratios(base)
     rows = [
-        Row("fp32", "fp32", ref.top1, None, None, fp32.size_bytes, 1.0, lat, p50, None, "reference")
+        Row(
+            "fp32",
+            "fp32",
+            reference_top1,
+            None,
+            None,
+            fp32.size_bytes,
+            1.0,
+            lat,
+            p50,
+            None,
+            "reference",
+        )
     ]
     for (made, ev), b in zip(results, bench[1:], strict=True):
         lat, p50 = ratios(b)
@@ -203,7 +222,7 @@ def run_demo(out_dir: Path, *, progress: ProgressFn = silent, bench_rounds: int 
                 made.method,
                 ev.top1,
                 ev.agreement,
-                ev.output_sqnr_db,
+                ev.sqnr_db,
                 q.size_bytes,
                 q.size_bytes / fp32.size_bytes,
                 lat,
@@ -219,17 +238,18 @@ def run_demo(out_dir: Path, *, progress: ProgressFn = silent, bench_rounds: int 
         + ", ".join(f"{b.name.split('.', 1)[1]} {b.peak_memory_mb:.1f}" for b in bench),
         "Models are in models/, each with a .quant.json saying how it was made.",
         _weakest_layers(built[0].model, fp32, test_data),
-        _qat_sentence({r.name: r.top1 for r in rows}, ref.top1),
+        _qat_sentence({r.name: r.top1 for r in rows}, reference_top1),
     ]
     report = write_report(
         out_dir,
         "edgequant demo: EdgeCNN on Fashion-MNIST",
         rows,
-        ref.top1,
+        reference_top1,
         notes,
         {"benchmark": [b.to_dict() for b in bench]},
+        sections=[targets],
     )
-    return DemoResult(rows, ref.top1, report)
+    return DemoResult(rows, reference_top1, report, targets)
 
 
 def _weakest_layers(quantized: Model, fp32: Model, data: ArrayDataset) -> str:

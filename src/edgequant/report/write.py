@@ -5,13 +5,31 @@ from __future__ import annotations
 import base64
 import html
 import json
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgequant.model import write_atomic
 from edgequant.report.figure import save_figure
 from edgequant.report.table import Row, markdown_table
+
+
+@dataclass
+class Section:
+    """A further part of a report: a Markdown table, notes under it, and its data for JSON."""
+
+    title: str
+    table: str
+    notes: list[str] = field(default_factory=list)
+    data: list[dict[str, Any]] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        return f"## {self.title}\n\n{self.table}\n\n" + "".join(f"- {n}\n" for n in self.notes)
+
+    def html(self) -> str:
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
+        return f"<h2>{html.escape(self.title)}</h2>{_html_table(self.table)}<ul>{notes}</ul>"
 
 
 def write_report(
@@ -21,6 +39,7 @@ def write_report(
     reference_top1: float,
     notes: list[str],
     extra: dict[str, Any] | None = None,
+    sections: Sequence[Section] = (),
 ) -> dict[str, Path]:
     """Write the report files into `folder` (atomically) and return their paths."""
     table = markdown_table(rows, reference_top1)
@@ -30,6 +49,7 @@ def write_report(
         f"# {title}\n\n{table}\n\n"
         + "".join(f"- {n}\n" for n in notes)
         + f"\n![accuracy vs size and latency]({plot.name})\n"
+        + "".join(f"\n{s.markdown()}" for s in sections)
     )
     write_atomic(folder / "report.md", md.encode())
     img = base64.b64encode(plot.read_bytes()).decode()
@@ -40,7 +60,9 @@ def write_report(
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}</style>"
         f"</head><body><h1>{html.escape(title)}</h1>{body}<ul>{notes_html}</ul>"
-        f"<img alt='accuracy vs size and latency' src='data:image/png;base64,{img}'></body></html>\n"
+        f"<img alt='accuracy vs size and latency' src='data:image/png;base64,{img}'>"
+        + "".join(s.html() for s in sections)
+        + "</body></html>\n"
     )
     write_atomic(folder / "report.html", page.encode())
     data = {
@@ -48,6 +70,7 @@ def write_report(
         "reference_top1": reference_top1,
         "rows": [asdict(r) for r in rows],
         "notes": notes,
+        "sections": {s.title: s.data for s in sections},
         **(extra or {}),
     }
     write_atomic(folder / "report.json", (json.dumps(data, indent=2) + "\n").encode())
