@@ -15,6 +15,7 @@ for script in (
     "bench_algorithms.py",
     "bench_tune.py",
     "bench_qat.py",
+    "bench_targets.py",
 ):
     print(f"== {script}", flush=True)
     subprocess.run([sys.executable, str(HERE / script), *sys.argv[1:]], check=True)

@@ -50,6 +50,14 @@ def test_tune_meets_the_budget_smaller_than_fp16_in_time(tuned, fp32_model, vali
     report = json.loads((out / "tune.json").read_text())
     assert report["best"]["index"] == best.index and len(report["trials"]) == len(result.trials)
     assert (out / "tune.png").stat().st_size > 0 and "Best:" in (out / "tune.md").read_text()
+    # operator support of the best model, from ONNX Runtime's fused graph: its CPU has no int4
+    # convolution, so every int4 layer runs as DQ -> float Conv and every int8 layer fuses
+    floats = set(sidecar["support"]["float_nodes"])
+    int4 = {name for name, p in best.precisions.items() if p == "int4"}
+    int8 = {name for name, p in best.precisions.items() if p == "int8"}
+    assert int4 and int4 <= floats and not int8 & floats
+    assert report["best_support"] == sidecar["support"]
+    assert "Operator support:" in (out / "tune.md").read_text()
 
 
 def test_search_steps_are_consistent(tuned) -> None:

@@ -130,6 +130,7 @@ class TuneResult:
     stop_reason: str = "running"
     seconds: float = 0.0
     best_path: Path | None = None
+    best_support: dict[str, Any] | None = None  # operator support of the best model
 
     def sentence(self) -> str:
         if self.best is None:
@@ -156,6 +157,7 @@ class TuneResult:
             "seconds": self.seconds,
             "best": asdict(self.best) if self.best else None,
             "best_path": str(self.best_path) if self.best_path else None,
+            "best_support": self.best_support,
             "sentence": self.sentence(),
             "trials": [asdict(t) for t in self.trials],
         }
@@ -352,14 +354,17 @@ class _Search:
         """Rebuild the model (deterministic) and write it and the report, atomically."""
         from edgequant.ptq.static import quantize_calibrated
         from edgequant.report.tune import write_tune_report
+        from edgequant.support import check_support
 
         model = quantize_calibrated(self.calibrated, precisions=job)
         model.provenance.update(self.source)
         model.provenance["tune"] = {"trial": trial.index, "drop_points": trial.drop_points}
+        model.provenance["support"] = check_support(model, self.config.ptq.target).brief()
         path = self.folder / "model.tuned.onnx"
         with deferred_interrupt():
             model.save(path)
             self.result.best, self.result.best_path = trial, path
+            self.result.best_support = model.provenance["support"]
             self.result.seconds = time.perf_counter() - self.start
             write_tune_report(self.result, self.folder)
 

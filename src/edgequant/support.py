@@ -102,6 +102,17 @@ class SupportReport:
                 out.append(f"| ... {len(self.float_nodes) - limit} more | | | |")
         return "\n".join(out)
 
+    def brief(self) -> dict[str, Any]:
+        """What a model's sidecar and a report keep: enough to see the float islands."""
+        return {
+            "target": self.target,
+            "runtime": self.runtime,
+            "summary": self.summary(),
+            "integer_fraction": round(self.integer_fraction, 4),
+            "integer_nodes": len(self.nodes) - len(self.float_nodes),
+            "float_nodes": {n.name: n.reason for n in self.float_nodes},
+        }
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["nodes"] = [asdict(n) for n in self.nodes]

@@ -200,7 +200,7 @@ def quantize(
     if strict:
         eq.require_integer(support)
     q.provenance["source_model"] = source
-    q.provenance["support"] = support_summary(support)
+    q.provenance["support"] = support.brief()
     q.save(out)
     summary = {
         "output": str(out),
@@ -223,17 +223,6 @@ def quantize(
                 click.echo(f"  {name}: {why}")
 
     emit(summary, as_json, human)
-
-
-def support_summary(report: Any) -> dict[str, Any]:
-    """What a model's sidecar keeps of its support check: enough to see the float islands."""
-    return {
-        "target": report.target,
-        "runtime": report.runtime,
-        "integer_fraction": round(report.integer_fraction, 4),
-        "integer_nodes": len(report.nodes) - len(report.float_nodes),
-        "float_nodes": {n.name: n.reason for n in report.float_nodes},
-    }
 
 
 def _source(model: str | None, task_entry: str | None, data: Any) -> tuple[Any, str, Any]:

@@ -96,7 +96,6 @@ def write_tflite(
 ) -> None:
     """`quantize --target tflite`: the task's torch model converted by litert-torch."""
     import edgequant as eq
-    from edgequant.cli.quantize import support_summary
     from edgequant.task import load_task
 
     if method not in TFLITE_MODES:
@@ -116,7 +115,7 @@ def write_tflite(
     if strict:
         eq.require_integer(support)
     model.provenance["source_model"] = task_entry
-    model.provenance["support"] = support_summary(support)
+    model.provenance["support"] = support.brief()
     model.save(out)
     summary = {
         "output": str(out),
