@@ -38,3 +38,10 @@ def test_compare_reports_ptq_and_qat_side_by_side(fmnist, calibration, tmp_path:
     report = json.loads((tmp_path / "cmp" / "report.json").read_text())
     assert [r["name"] for r in report["rows"]] == names
     assert (tmp_path / "cmp" / "tradeoff.png").stat().st_size > 0
+    # operator support, from ONNX Runtime's fused graph: INT8 fuses end to end; its CPU has no
+    # int4 convolution, so W4A8 Convs run as DQ -> float Conv
+    title = f"Operator support on {eq.Target.detect().value}"
+    support = {row["model"]: row for row in report["sections"][title]}
+    assert support["PTQ W8A8"]["integer_fraction"] == 1.0
+    assert support["PTQ W4A8"]["integer_fraction"] < 0.5
+    assert title in (tmp_path / "cmp" / "report.md").read_text()

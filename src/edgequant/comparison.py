@@ -142,5 +142,10 @@ def compare(
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         notes = [f"{r.name}: {r.note}, {r.quantize_s:.0f} s to quantize" for r in rows[1:]]
-        report = write_report(out_dir, "edgequant compare: PTQ vs QAT", rows, reference, notes)
+        from edgequant.report.targets import support_section
+
+        support = support_section([(name, model) for name, _, model, _, _ in built])
+        report = write_report(
+            out_dir, "edgequant compare: PTQ vs QAT", rows, reference, notes, sections=[support]
+        )
     return Comparison(rows, reference, report)

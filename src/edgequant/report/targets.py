@@ -124,3 +124,26 @@ def _tflite(
     data = {"target": "tflite", "top1": top1, "fp32_top1": fp32_top1,
             "support": support.to_dict(), "latency_ratio_b1_t1": ratio}  # fmt: skip
     return (row, data), [note]
+
+
+def support_section(models: list[tuple[str, Model]], target: Target | None = None) -> Section:
+    """Operator support of each model on `target` (default: this CPU), one row per model."""
+    target = target or Target.detect()
+    rows, data = [], []
+    for name, model in models:
+        report = check_support(model, target)
+        floats = ", ".join(f"{n.name} ({n.op_type})" for n in report.float_nodes[:3])
+        more = f" and {len(report.float_nodes) - 3} more" if len(report.float_nodes) > 3 else ""
+        rows.append(
+            f"| {name} | {len(report.nodes) - len(report.float_nodes)}/{len(report.nodes)} | "
+            f"{100 * report.integer_fraction:.0f}% | {floats + more or '-'} |"
+        )
+        data.append({"model": name, **report.brief()})
+    header = "| model | integer nodes | integer MACs | float nodes |\n|---|---|---|---|"
+    note = (
+        f"Checked on {target.value} ({preset(target).runtime.value}) with `edgequant check`: "
+        "ONNX Runtime's own fused graph says which nodes run in integer."
+    )
+    return Section(
+        f"Operator support on {target.value}", header + "\n" + "\n".join(rows), [note], data
+    )
