@@ -140,5 +140,9 @@ def test_quantize_target_tflite_cli_is_deterministic(tmp_path, model_path, int8_
     assert json.loads(out.with_name("demo.quant.json").read_text())["calibration_samples"] == 200
     proc = edgequant("check", str(out), "--strict")
     assert proc.returncode == 0, proc.stderr
+    proc = edgequant("eval", str(out), "--data", "fashion-mnist", "--limit", "1000", "--json")
+    assert proc.returncode == 0, proc.stderr
+    ev = json.loads(proc.stdout)
+    assert ev["samples"] == 1000 and ev["runtime"] == "litert" and ev["top1"] > 0.85
     proc = edgequant("quantize", str(model_path), "--target", "tflite", "-o", str(out))
     assert_user_error(proc, "--task")

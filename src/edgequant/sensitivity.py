@@ -47,6 +47,7 @@ class SensitivityReport:
     quantized_agreement: float
     quantized_sqnr_db: float
     layers: tuple[LayerSensitivity, ...]
+    support: dict[str, Any] | None = None  # operator support of the fully quantized model
 
     def culprits(self, count: int = 3) -> list[LayerSensitivity]:
         return list(self.layers[:count])
@@ -92,6 +93,7 @@ def analyze(
     """
     from edgequant.ptq.static import calibrate_static, quantize_calibrated
     from edgequant.runtime.scoring import Scorer
+    from edgequant.support import check_support
 
     config = config or PTQConfig.int8()
     if config.method is not Method.STATIC:
@@ -107,6 +109,7 @@ def analyze(
         return scorer.score(q)
 
     everything = measure(frozenset(), 1)
+    support = check_support(quantize_calibrated(calibrated), config.target).brief()
     rows = []
     for i, node in enumerate(layers):
         others = frozenset(n.name for n in layers if n.name != node.name)
@@ -128,4 +131,5 @@ def analyze(
         everything.agreement,
         everything.sqnr_db,
         tuple(rows),
+        support,
     )

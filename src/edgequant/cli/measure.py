@@ -35,14 +35,19 @@ def eval_cmd(
     limit: int | None,
     as_json: bool,
 ) -> None:
-    """Accuracy of MODEL on labelled data, and agreement with a reference.
+    """Accuracy of MODEL (.onnx in ONNX Runtime, .tflite in LiteRT) on labelled data, and
+    agreement with a reference.
 
     \b
-    Example:
+    Examples:
       edgequant eval model.int8.onnx --data fashion-mnist --reference model.onnx --layers
+      edgequant eval model.tflite --data fashion-mnist
     """
     import edgequant as eq
 
+    if model.endswith(".tflite"):
+        _eval_tflite(model, data, reference, layers, mean, std, limit, as_json)
+        return
     m = eq.load(model)
     ref = eq.load(reference) if reference else None
     dataset = eq.load_data(data, batch_size=256, limit=limit, mean=floats(mean), std=floats(std))
@@ -130,3 +135,27 @@ def bench(
         Console().print(table)
 
     emit({"results": [r.to_dict() for r in res]}, as_json, human)
+
+
+def _eval_tflite(
+    model: str,
+    data: str,
+    reference: str | None,
+    layers: bool,
+    mean: str | None,
+    std: str | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """Top-1 of a .tflite model in the LiteRT interpreter (batch 1, its own input scale)."""
+    import edgequant as eq
+    from edgequant.errors import ConfigError
+
+    if reference or layers:
+        raise ConfigError("--reference and --layers are for .onnx models; a .tflite gets top-1")
+    m = eq.load_tflite(model)
+    dataset = eq.load_data(data, batch_size=256, limit=limit, mean=floats(mean), std=floats(std))
+    samples = sum(len(batch[1]) for batch in dataset if isinstance(batch, tuple | list))
+    out = {"runtime": "litert", "mode": m.mode.value, "samples": samples,
+           "top1": eq.evaluate_tflite(m, dataset)}  # fmt: skip
+    emit(out, as_json, lambda: click.echo(f"top1 {out['top1']:.4f} ({samples} samples, LiteRT)"))
