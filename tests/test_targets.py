@@ -133,6 +133,20 @@ def elu_model(fp32_model):
     return eq.Model(proto, "edgecnn-elu")
 
 
+def test_planned_check_follows_the_config(fp32_model) -> None:
+    """Layers kept in float by the config are planned float, with the config as the reason;
+    layers at another integer precision are not."""
+    names = [n.name for n in eq.check_support(fp32_model).nodes if n.op_type == "Conv"]
+    config = eq.PTQConfig.int8(
+        layer_precisions={names[0]: eq.Precision.FP32, names[1]: eq.Precision.INT16}
+    )
+    planned = {n.name: n for n in eq.check_support(fp32_model, config).float_nodes}
+    assert planned[names[0]].reason == "excluded by the configuration"
+    assert names[1] not in planned
+    others = [n for name, n in planned.items() if name != names[0]]
+    assert others and all(n.op_type == "Relu" and "after a float node" in n.reason for n in others)
+
+
 def test_unsupported_operator_is_flagged_before_and_after_quantization(
     elu_model, calibration
 ) -> None:

@@ -145,6 +145,7 @@ def check_support(model: Model, target: Target | str | PTQConfig | None = None) 
 def _planned(model: Model, config: PTQConfig, p: TargetPreset) -> SupportReport:
     from edgequant.config import Coverage
     from edgequant.exporter.graph import GraphIndex
+    from edgequant.ptq.mixed import float_layers
     from edgequant.ptq.preprocess import optimize
     from edgequant.ptq.select import select
     from edgequant.ptq.static import resolve_coverage
@@ -153,15 +154,22 @@ def _planned(model: Model, config: PTQConfig, p: TargetPreset) -> SupportReport:
     graph = fp32.proto.graph
     coverage = resolve_coverage(config.coverage, graph)
     sel = select(
-        graph, GraphIndex.of(graph), exclude_nodes=frozenset(config.precisions),
+        graph, GraphIndex.of(graph), exclude_nodes=frozenset(float_layers(config.precisions)),
         weighted_only=coverage is Coverage.WEIGHTED, quantize_outputs=p.full_integer,
     )  # fmt: skip
     chosen = {n.name for n in sel.nodes} | set(sel.fold_candidates)
-    verdicts = {
-        n.name: (n.name in chosen, "" if n.name in chosen else sel.float_nodes.get(n.name, ""))
-        for n in graph.node
-    }
+    verdicts = {n.name: (n.name in chosen, _planned_reason(n, chosen, sel)) for n in graph.node}
     return _report(fp32.proto, p, "planned", f"the {p.name} preset's rules", verdicts)
+
+
+def _planned_reason(node: onnx.NodeProto, chosen: set[str], sel: Any) -> str:
+    from edgequant.ptq.rules import FOLDABLE_ACTIVATIONS
+
+    if node.name in chosen:
+        return ""
+    if node.op_type in FOLDABLE_ACTIVATIONS:  # not a fold candidate: its producer stays float
+        return f"{node.op_type} after a float node: nothing to fold it into"
+    return str(sel.float_nodes.get(node.name, ""))
 
 
 def _ort_cpu(model: Model, p: TargetPreset) -> SupportReport:
