@@ -209,3 +209,13 @@ def test_reduce_range_halves_the_grid() -> None:
     with pytest.raises(eq.EdgeQuantError, match="8-bit"):
         eq.QuantSpec(eq.QType.INT4, reduce_range=True)
     assert eq.QuantSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_support_of_dynamic_int8_names_the_fused_matmul(fp32_model) -> None:
+    """ORT fuses the dynamic Gemm into an unnamed DynamicQuantizeMatMul: the check still finds
+    it, with its MACs (512 x 10), and says why the Convs stay float."""
+    report = eq.check_support(eq.quantize(fp32_model, eq.PTQConfig.dynamic()))
+    integer = [n for n in report.nodes if n.integer]
+    assert [(n.op_type, n.macs) for n in integer] == [("DynamicQuantizeMatMul", 512 * 10)]
+    convs = [n for n in report.float_nodes if "Conv" in n.op_type]
+    assert len(convs) == 29 and all("only MatMul/Gemm" in n.reason for n in convs)

@@ -17,7 +17,8 @@ _MAC_OPS = frozenset({"Conv", "ConvInteger", "Gemm", "MatMul", "MatMulInteger"})
 
 
 def node_macs(model: onnx.ModelProto) -> dict[str, int]:
-    """Node name -> multiply-accumulates at batch 1 for Conv/Gemm/MatMul (others are 0)."""
+    """Node name (its first output if unnamed) -> multiply-accumulates at batch 1 for
+    Conv/Gemm/MatMul and their integer forms (others are 0)."""
     shapes = tensor_shapes(model)
     out: dict[str, int] = {}
     for node in model.graph.node:
@@ -35,8 +36,28 @@ def node_macs(model: onnx.ModelProto) -> dict[str, int]:
             k = a[0] if attribute(node, "transA", 0) else a[-1]
         else:
             k = a[-1]  # (..., K) x (K, N)
-        out[node.name] = int(math.prod(y) * k)
+        out[_key(node)] = int(math.prod(y) * k)
     return out
+
+
+def weight_macs(model: onnx.ModelProto) -> dict[str, int]:
+    """Weight tensor name -> MACs of the layer that reads it (also the integer initializer
+    behind its DequantizeLinear): finds the MACs of a node a runtime fused and renamed."""
+    macs = node_macs(model)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    out: dict[str, int] = {}
+    for node in model.graph.node:
+        if _key(node) in macs and len(node.input) > 1:
+            weight = node.input[1]
+            out[weight] = macs[_key(node)]
+            dq = producer.get(weight)
+            if dq is not None and dq.op_type == "DequantizeLinear":
+                out[dq.input[0]] = macs[_key(node)]
+    return out
+
+
+def _key(node: onnx.NodeProto) -> str:
+    return node.name or (node.output[0] if node.output else node.op_type)
 
 
 def tensor_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import onnx
 
-from edgequant.compute import float_tensors, node_macs
+from edgequant.compute import float_tensors, node_macs, weight_macs
 from edgequant.config import PTQConfig, Target
 from edgequant.errors import ConfigError, UnsupportedOperatorError
 from edgequant.model import Model
@@ -37,6 +37,10 @@ ORT_INTEGER_KERNELS = frozenset(
     }
 )  # fmt: skip
 _SHAPE_OUTPUT = frozenset({"Shape", "Size"})
+_WEIGHT_ONLY = {
+    "MatMulNBits": "weight-only: 4-bit weights unpacked inside the kernel, float activations",
+    "GatherBlockQuantized": "weight-only: a quantized table read back to float",
+}
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,12 @@ def _planned(model: Model, config: PTQConfig, p: TargetPreset) -> SupportReport:
         weighted_only=coverage is Coverage.WEIGHTED, quantize_outputs=p.full_integer,
     )  # fmt: skip
     chosen = {n.name for n in sel.nodes} | set(sel.fold_candidates)
-    verdicts = {n.name: (n.name in chosen, _planned_reason(n, chosen, sel)) for n in graph.node}
+    floats = float_tensors(fp32.proto)
+    verdicts = [
+        (n, n.name in chosen, _planned_reason(n, chosen, sel))
+        for n in graph.node
+        if any(t in floats for t in n.input if t)  # shape arithmetic is neither
+    ]
     return _report(fp32.proto, p, "planned", f"the {p.name} preset's rules", verdicts)
 
 
@@ -180,12 +189,13 @@ def _ort_cpu(model: Model, p: TargetPreset) -> SupportReport:
     fused = ort_optimized(model.proto, extended=True)
     planned = model.provenance.get("float_nodes", {})
     integer: set[str] = set()
+    dequantized: set[str] = set()
     floaty = {
         i.name
         for i in fused.graph.input
         if i.type.tensor_type.elem_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
     }
-    verdicts: dict[str, tuple[bool, str]] = {}
+    verdicts: list[Verdict] = []
     for node in fused.graph.node:
         ins = [t for t in node.input if t]
         if node.op_type == "QuantizeLinear":
@@ -193,24 +203,27 @@ def _ort_cpu(model: Model, p: TargetPreset) -> SupportReport:
             continue
         if node.op_type in _BOUNDARY:
             floaty.update(node.output)
+            dequantized.update(node.output)
             continue
         if node.op_type in ORT_INTEGER_KERNELS:
-            verdicts[node.name] = (True, "")
+            verdicts.append((node, True, ""))
             floats_out = node.op_type in ("MatMulIntegerToFloat", "DynamicQuantizeMatMul") or (
                 node.op_type == "QGemm" and len(node.input) < 9
             )
             (floaty if floats_out else integer).update(node.output)
             continue
         if any(t in floaty for t in ins):
-            reason = planned.get(node.name) or (
-                f"no fused integer kernel for this {node.op_type} in ONNX Runtime's CPU provider "
-                f"(dequantize, float {node.op_type}, quantize)"
-            )
-            verdicts[node.name] = (False, reason)
+            reason = planned.get(node.name) or _WEIGHT_ONLY.get(node.op_type)
+            if reason is None and any(t in dequantized for t in ins):
+                reason = (
+                    f"no fused integer kernel for this {node.op_type} in ONNX Runtime's CPU "
+                    f"provider (dequantize, float {node.op_type}, quantize)"
+                )
+            verdicts.append((node, False, reason or "not quantized: reads float tensors"))
             if node.op_type not in _SHAPE_OUTPUT:
                 floaty.update(node.output)
         elif any(t in integer for t in ins):
-            verdicts[node.name] = (True, "")  # data movement on integers (Flatten, MaxPool)
+            verdicts.append((node, True, ""))  # data movement on integers (Flatten, MaxPool)
             integer.update(node.output)
     return _report(
         model.proto, p, "quantized", "ONNX Runtime's CPU graph after its QDQ fusions", verdicts
@@ -229,7 +242,7 @@ def _node_units(model: Model, p: TargetPreset) -> SupportReport:
     floats = float_tensors(model.proto)
     outputs = {o.name for o in graph.output}
     constants = {i.name for i in graph.initializer}
-    verdicts: dict[str, tuple[bool, str]] = {}
+    verdicts: list[Verdict] = []
     for node in graph.node:
         if node.op_type in _BOUNDARY:
             continue
@@ -243,7 +256,7 @@ def _node_units(model: Model, p: TargetPreset) -> SupportReport:
             and (p.full_integer or t not in constants)  # TensorRT takes float biases
         ]
         if raw:
-            verdicts[node.name] = (False, f"reads {raw[0]!r} without a DequantizeLinear")
+            verdicts.append((node, False, f"reads {raw[0]!r} without a DequantizeLinear"))
             continue
         if p.full_integer and node.op_type not in _SHAPE_OUTPUT:
             unq = [
@@ -251,37 +264,34 @@ def _node_units(model: Model, p: TargetPreset) -> SupportReport:
                 if o in outputs or any(c.op_type != "QuantizeLinear" for c in consumers.get(o, []))
             ]  # fmt: skip
             if unq:
-                verdicts[node.name] = (False, f"output {unq[0]!r} is not quantized again")
+                verdicts.append((node, False, f"output {unq[0]!r} is not quantized again"))
                 continue
-        verdicts[node.name] = (True, "")
+        verdicts.append((node, True, ""))
     return _report(
         model.proto, p, "quantized", "QDQ node units (how QNN and TensorRT partition)", verdicts
     )
 
 
+Verdict = tuple[onnx.NodeProto, bool, str]  # a node of the analysed graph, integer?, why not
+
+
 def _report(
-    proto: onnx.ModelProto,
+    model: onnx.ModelProto,
     p: TargetPreset,
     stage: str,
     method: str,
-    verdicts: dict[str, tuple[bool, str]],
+    verdicts: list[Verdict],
 ) -> SupportReport:
-    """Keep only nodes that touch float data (shape arithmetic is neither) and add MACs."""
-    macs = node_macs(proto)
-    floats = float_tensors(proto)
-    kinds = {n.name: n.op_type for n in proto.graph.node}
+    """NodeSupport per verdict, with MACs from `model` (by node name, or for a node the runtime
+    fused and renamed, by the weight it reads)."""
+    by_name, by_weight = node_macs(model), weight_macs(model)
     nodes = []
-    for n in proto.graph.node:
-        if n.name not in verdicts or n.op_type in _BOUNDARY:
-            continue
-        if stage == "planned" and not any(t in floats for t in n.input if t):
-            continue
-        integer, reason = verdicts[n.name]
-        nodes.append(NodeSupport(n.name, kinds[n.name], integer, reason, macs.get(n.name, 0)))
-    missing = [name for name in verdicts if name not in kinds]  # fused nodes: ORT renamed them
-    for name in missing:
-        integer, reason = verdicts[name]
-        nodes.append(NodeSupport(name, "fused", integer, reason))
+    for node, integer, reason in verdicts:
+        name = node.name or f"{node.op_type}:{node.output[0] if node.output else ''}"
+        macs = by_name.get(node.name, 0) or max(
+            (by_weight.get(t, 0) for t in node.input), default=0
+        )
+        nodes.append(NodeSupport(name, node.op_type, integer, reason, macs))
     return SupportReport(p.name, p.runtime.value, stage, method, tuple(nodes))
 
 
