@@ -41,7 +41,9 @@ def onnx_presets(fp32: eq.Model, calib: eq.ArrayDataset, test: eq.ArrayDataset) 
         print(target.value, f"{seconds:.1f} s", own.summary(), flush=True)
     bench = {
         b.name: b
-        for b in eq.benchmark(models, batch_sizes=(1, 32), threads=(1,), rounds=ROUNDS, memory=False)
+        for b in eq.benchmark(
+            models, batch_sizes=(1, 32), threads=(1,), rounds=ROUNDS, memory=False
+        )
     }
     base = bench[fp32.name]
     fp32_top1 = eq.evaluate(fp32, test).top1

@@ -19,7 +19,7 @@ from edgequant.spec import PerChannel, PerTensor, QType, QuantSpec, Symmetry
 
 
 class Runtime(enum.Enum):
-    """Where a target's model runs; `runs_here` says whether this package can run it."""
+    """Where a target's model runs (ONNX Runtime CPU and LiteRT run here; QNN and TensorRT do not)."""
 
     ORT_CPU = "onnxruntime-cpu"
     ORT_QNN = "onnxruntime-qnn"  # Qualcomm HTP through ONNX Runtime's QNN execution provider
