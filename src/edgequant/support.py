@@ -14,13 +14,13 @@ TFLite models are checked from their tensor types (`edgequant.tflite.check_tflit
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import onnx
 
 from edgequant.compute import float_tensors, node_macs, weight_macs
-from edgequant.config import PTQConfig, Target
+from edgequant.config import Method, PTQConfig, Target
 from edgequant.errors import ConfigError, UnsupportedOperatorError
 from edgequant.model import Model
 from edgequant.targets import Runtime, TargetPreset, preset
@@ -140,10 +140,22 @@ def check_support(model: Model, target: Target | str | PTQConfig | None = None) 
         )
     quantized = any(n.op_type in _BOUNDARY for n in model.proto.graph.node)
     if not quantized:
+        if p.runtime is Runtime.ORT_CPU and config.method is Method.STATIC:
+            return _planned_by_ort(model, config, p)
         return _planned(model, config, p)
     if p.runtime is Runtime.ORT_CPU:
         return _ort_cpu(model, p)
     return _node_units(model, p)
+
+
+def _planned_by_ort(model: Model, config: PTQConfig, p: TargetPreset) -> SupportReport:
+    """Before calibration, ONNX Runtime's own fusions of the model quantized with placeholder
+    ranges (`ptq.probe`): the fused graph does not depend on the scale values."""
+    from edgequant.ptq.probe import probe_model
+
+    report = _ort_cpu(probe_model(model, config), p)
+    method = "ONNX Runtime's fusions of the model quantized with placeholder ranges"
+    return replace(report, stage="planned", method=method)
 
 
 def _planned(model: Model, config: PTQConfig, p: TargetPreset) -> SupportReport:
@@ -164,21 +176,11 @@ def _planned(model: Model, config: PTQConfig, p: TargetPreset) -> SupportReport:
     chosen = {n.name for n in sel.nodes} | set(sel.fold_candidates)
     floats = float_tensors(fp32.proto)
     verdicts = [
-        (n, n.name in chosen, _planned_reason(n, chosen, sel))
+        (n, n.name in chosen, "" if n.name in chosen else sel.float_nodes.get(n.name, ""))
         for n in graph.node
         if any(t in floats for t in n.input if t)  # shape arithmetic is neither
     ]
     return _report(fp32.proto, p, "planned", f"the {p.name} preset's rules", verdicts)
-
-
-def _planned_reason(node: onnx.NodeProto, chosen: set[str], sel: Any) -> str:
-    from edgequant.ptq.rules import FOLDABLE_ACTIVATIONS
-
-    if node.name in chosen:
-        return ""
-    if node.op_type in FOLDABLE_ACTIVATIONS:  # not a fold candidate: its producer stays float
-        return f"{node.op_type} after a float node: nothing to fold it into"
-    return str(sel.float_nodes.get(node.name, ""))
 
 
 def _ort_cpu(model: Model, p: TargetPreset) -> SupportReport:

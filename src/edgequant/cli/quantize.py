@@ -192,8 +192,9 @@ def quantize(
         raise click.UsageError(
             "static quantization needs --calib DATA (e.g. a .npz of a few hundred inputs)"
         )
-    if strict and config.method is eq.Method.STATIC:
-        eq.require_integer(eq.check_support(fp32, config))  # before any work
+    planned = eq.check_support(fp32, config) if config.method is eq.Method.STATIC else None
+    if strict and planned is not None:
+        eq.require_integer(planned)  # before any work
     with progress_bars(not as_json) as progress:
         q = eq.quantize(fp32, config, calibration=data, progress=progress)
     support = eq.check_support(q, config.target)
@@ -201,6 +202,8 @@ def quantize(
         eq.require_integer(support)
     q.provenance["source_model"] = source
     q.provenance["support"] = support.brief()
+    if planned is not None:
+        q.provenance["support_planned"] = planned.brief()
     q.save(out)
     summary = {
         "output": str(out),
@@ -209,13 +212,16 @@ def quantize(
         "quantized_nodes": q.provenance.get("quantized_nodes"),
         "float_nodes": q.provenance.get("float_nodes", {}),
         "support": q.provenance["support"],
+        "support_planned": q.provenance.get("support_planned"),
     }
 
     def human() -> None:
         click.echo(
             f"wrote {out} ({q.size_bytes / 1024:.0f} KB, {q.size_bytes / fp32.size_bytes:.1%} of FP32)"
         )
-        click.echo(support.summary())
+        if planned is not None:
+            click.echo(f"before: {planned.summary()}")
+        click.echo(f"after:  {support.summary()}")
         floats = summary["float_nodes"] or {}
         if floats:
             click.echo(f"{len(floats)} node(s) stay in float:")

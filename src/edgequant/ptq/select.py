@@ -100,8 +100,10 @@ def _float_reason(
     quantized: set[str],
 ) -> str | None:
     if rule is None:
-        if node.op_type in FOLDABLE_ACTIVATIONS:
+        if node.op_type in FOLDABLE_ACTIVATIONS and node.input and node.input[0] in quantized:
             return "activation: folded into the preceding quantizer when its range allows"
+        if node.op_type in FOLDABLE_ACTIVATIONS:
+            return f"{node.op_type} after a float node: nothing to fold it into"
         return f"{node.op_type} has no integer kernel among ONNX Runtime's QDQ fusions"
     if node.name in exclude:
         return "excluded by the configuration"

@@ -78,7 +78,7 @@ class Calibrated:
 
     def selection(self, exclude: frozenset[str], index: GraphIndex) -> Selection:
         exclude = exclude | frozenset(float_layers(self.config.precisions))
-        sel = _select(self.fp32, index, self.config, self.coverage, exclude, self.bad_tensors)
+        sel = select_for(self.fp32, index, self.config, self.coverage, exclude, self.bad_tensors)
         if not sel.nodes:
             raise NothingToQuantizeError(_nothing_message(sel))
         return sel
@@ -112,7 +112,7 @@ def calibrate_static(
             "SmoothQuant reads the calibration data twice (scales, then ranges): give a list, "
             "an eq.ArrayDataset or eq.Dataset(list), not a one-shot iterator or generator"
         )
-    fp32 = optimize(model, min_opset=_min_opset(config))
+    fp32 = optimize(model, min_opset=min_opset(config))
     check_names(config.precisions, fp32.proto.graph)
     exclude = frozenset(float_layers(config.precisions))
     equalized = smoothed = 0
@@ -125,7 +125,7 @@ def calibrate_static(
         )  # fmt: skip
     coverage = resolve_coverage(config.coverage, fp32.proto.graph)
     index = GraphIndex.of(fp32.proto.graph)
-    sel = _select(fp32, index, config, coverage, exclude, {})
+    sel = select_for(fp32, index, config, coverage, exclude, {})
     if not sel.nodes:
         raise NothingToQuantizeError(_nothing_message(sel))
     correct = config.bias_correction is BiasCorrection.EMPIRICAL
@@ -207,7 +207,7 @@ def quantize_calibrated(
     if cal.coverage is Coverage.WEIGHTED:
         chosen = {n.name for n in sel.nodes}
         plan.float_readers = frozenset(n.name for n in proto.graph.node if n.name not in chosen)
-    plan.min_opset = max(_min_opset(config), _plan_opset(plan))
+    plan.min_opset = max(min_opset(config), _plan_opset(plan))
     plan.int32_biases = preset(config.target).full_integer
     proto = upgrade_opset(proto, plan.min_opset)
     exported = export_qdq(proto, plan)
@@ -232,7 +232,7 @@ def quantize_calibrated(
     return out
 
 
-def _select(
+def select_for(
     fp32: Model,
     index: GraphIndex,
     config: PTQConfig,
@@ -240,6 +240,7 @@ def _select(
     exclude: frozenset[str],
     bad: dict[str, str],
 ) -> Selection:
+    """The node selection for `config` (its coverage, its target's full-integer rule)."""
     return select(
         fp32.proto.graph, index, exclude_nodes=exclude, bad_tensors=bad,
         weighted_only=coverage is Coverage.WEIGHTED,
@@ -265,7 +266,7 @@ def _suffix(config: PTQConfig, layers: Mapping[str, Precision]) -> str:
     return "mixed" if layers else ("w4a8" if config.weights.qtype.bits == 4 else "int8")
 
 
-def _min_opset(config: PTQConfig) -> int:
+def min_opset(config: PTQConfig) -> int:
     """4- and 16-bit tensors need opset 21 (INT4/INT16 in QuantizeLinear/DequantizeLinear)."""
     bits = {config.weights.qtype.bits, config.activation_spec.qtype.bits}
     wide = {Precision.INT4, Precision.INT16} & set(config.precisions.values())
