@@ -68,10 +68,12 @@ def tensor_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
         for dim in vi.type.tensor_type.shape.dim:
             if not dim.HasField("dim_value"):
                 dim.dim_value = 1
-    try:
-        inferred = shape_inference.infer_shapes(proto)
-    except Exception:  # a contrib op it does not know: fall back to what the graph declares
-        inferred = proto
+    inferred = _symbolic_shapes(proto)
+    if inferred is None:
+        try:
+            inferred = shape_inference.infer_shapes(proto, data_prop=True)
+        except Exception:  # an op it does not know: fall back to what the graph declares
+            inferred = proto
     shapes: dict[str, tuple[int, ...]] = {}
     graph = inferred.graph
     for vi in [*graph.input, *graph.value_info, *graph.output]:
@@ -81,6 +83,17 @@ def tensor_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     for init in graph.initializer:
         shapes[init.name] = tuple(int(d) for d in init.dims)
     return shapes
+
+
+def _symbolic_shapes(proto: onnx.ModelProto) -> onnx.ModelProto | None:
+    """ONNX Runtime's symbolic shape inference: it follows shapes computed at run time
+    (Shape -> Gather -> Reshape in transformers), which ONNX's own inference leaves unknown."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        return SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
+    except Exception:  # an operator it does not know: ONNX's inference instead
+        return None
 
 
 def float_tensors(model: onnx.ModelProto) -> set[str]:
