@@ -197,6 +197,16 @@ def calib_npz(tmp_path_factory, fmnist):
     return path
 
 
+def test_tflite_rules_on_an_onnx_model(fp32_model, calibration) -> None:
+    """The tflite preset applied to ONNX gives a full-integer QDQ model (int8 activations,
+    quantized outputs) that ONNX Runtime runs; it is checked as node units, as converted."""
+    q = eq.quantize(fp32_model, eq.PTQConfig.for_target(eq.Target.TFLITE), calibration=calibration)
+    assert all(z.dtype == np.int8 for z in _activation_zero_points(q))
+    report = eq.check_support(q, eq.Target.TFLITE)
+    assert report.fully_integer and report.method.startswith("QDQ node units")
+    assert eq.evaluate(q, calibration).samples == 500  # ONNX Runtime runs it
+
+
 def test_targets_command_lists_every_preset_with_reasons() -> None:
     proc = edgequant("targets", "--json")
     assert proc.returncode == 0, proc.stderr

@@ -21,7 +21,7 @@ import onnx
 
 from edgequant.compute import float_tensors, node_macs, weight_macs
 from edgequant.config import Method, PTQConfig, Target
-from edgequant.errors import ConfigError, UnsupportedOperatorError
+from edgequant.errors import UnsupportedOperatorError
 from edgequant.model import Model
 from edgequant.targets import Runtime, TargetPreset, preset
 
@@ -132,12 +132,7 @@ def check_support(model: Model, target: Target | str | PTQConfig | None = None) 
     config = target if isinstance(target, PTQConfig) else None
     if config is None:
         config = PTQConfig.for_target(preset(target or Target.detect()).target)
-    p = preset(config.target)
-    if p.format != "onnx":
-        raise ConfigError(
-            f"target {p.name} runs .tflite models: check the converted model with "
-            "edgequant.tflite.check_tflite"
-        )
+    p = preset(config.target)  # a QDQ model for tflite: checked as node units, as converted
     quantized = any(n.op_type in _BOUNDARY for n in model.proto.graph.node)
     if not quantized:
         if p.runtime is Runtime.ORT_CPU and config.method is Method.STATIC:
