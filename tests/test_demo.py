@@ -36,6 +36,8 @@ def test_demo_writes_a_complete_report(tmp_path: Path) -> None:
         assert row["top1"] >= result.reference_top1 - 0.01, name
     assert section["tflite"]["top1"] >= section["tflite"]["fp32_top1"] - 0.005
     assert (out / "models" / "edgecnn.int8.tflite").is_file()
+    onnx_sidecar = json.loads((out / "models" / "edgecnn.int8.quant.json").read_text())
+    assert onnx_sidecar["config"]["method"] == "static"  # not overwritten by the .tflite's
     assert (out / "models" / "edgecnn.npu.onnx").is_file()
     for v in variants():
         model = out / "models" / f"edgecnn.{v.name}.onnx"

@@ -137,7 +137,8 @@ def test_quantize_target_tflite_cli_is_deterministic(tmp_path, model_path, int8_
     model = eq.load_tflite(out)
     assert model.mode is eq.TFLiteMode.FULL_INTEGER
     assert model.content == int8_tflite.content
-    assert json.loads(out.with_name("demo.quant.json").read_text())["calibration_samples"] == 200
+    sidecar = json.loads(out.with_name("demo.tflite.quant.json").read_text())
+    assert sidecar["calibration_samples"] == 200
     proc = edgequant("check", str(out), "--strict")
     assert proc.returncode == 0, proc.stderr
     proc = edgequant("eval", str(out), "--data", "fashion-mnist", "--limit", "1000", "--json")

@@ -26,7 +26,7 @@ import numpy as np
 
 from edgequant.data import split_item
 from edgequant.errors import ConfigError, DataError, DependencyError, ModelError
-from edgequant.model import check_writable_dir, sidecar_path, write_atomic
+from edgequant.model import check_writable_dir, write_atomic
 from edgequant.progress import ProgressFn, silent
 
 CALIBRATION_SAMPLES = 500
@@ -55,13 +55,20 @@ class TFLiteModel:
         return len(self.content)
 
     def save(self, path: str | Path) -> Path:
-        """Write the model and `<stem>.quant.json` atomically (temporary file, then rename)."""
+        """Write the model and `<stem>.tflite.quant.json` atomically (temporary file, then
+        rename)."""
         path = Path(path)
         check_writable_dir(path.parent)
         write_atomic(path, self.content)
         text = json.dumps(self.provenance, indent=2, sort_keys=True) + "\n"
-        write_atomic(sidecar_path(path), text.encode())
+        write_atomic(tflite_sidecar(path), text.encode())
         return path
+
+
+def tflite_sidecar(path: Path) -> Path:
+    """model.int8.tflite -> model.int8.tflite.quant.json: never the sidecar of model.int8.onnx
+    in the same folder."""
+    return path.with_name(path.stem + ".tflite.quant.json")
 
 
 def load_tflite(path: str | Path) -> TFLiteModel:
@@ -74,7 +81,7 @@ def load_tflite(path: str | Path) -> TFLiteModel:
         raise ModelError(f"{path} is not a TFLite model (no TFL3 flatbuffer identifier)")
     mode = TFLiteMode.FP32
     try:
-        meta = json.loads(sidecar_path(path).read_text())
+        meta = json.loads(tflite_sidecar(path).read_text())
         mode = TFLiteMode(meta.get("mode", "fp32"))
     except (OSError, ValueError, AttributeError):
         meta = {}
