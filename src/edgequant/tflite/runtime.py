@@ -39,7 +39,26 @@ def _interpreter(model: TFLiteModel, threads: int, delegates: bool = True) -> An
 
 def predict_tflite(model: TFLiteModel, inputs: np.ndarray, *, threads: int = 2) -> np.ndarray:
     """Float outputs for a batch of `inputs` (N, ...), one invoke per sample."""
+    return _predict(_interpreter(model, threads), inputs)
+
+
+def evaluate_tflite(model: TFLiteModel, data: Iterable[Any], *, threads: int = 2) -> float:
+    """Top-1 accuracy on labelled batches (one interpreter for all of them)."""
     it = _interpreter(model, threads)
+    hits = n = 0
+    for item in data:
+        x, labels = split_item(item)
+        if labels is None:
+            raise DataError("accuracy needs labelled data: (inputs, labels) batches")
+        logits = _predict(it, np.asarray(x))
+        hits += int((logits.argmax(-1) == labels).sum())
+        n += len(labels)
+    if n == 0:
+        raise DataError("the evaluation data is empty")
+    return hits / n
+
+
+def _predict(it: Any, inputs: np.ndarray) -> np.ndarray:
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     expected = tuple(inp["shape"][1:])
     if tuple(inputs.shape[1:]) != expected:
@@ -52,21 +71,6 @@ def predict_tflite(model: TFLiteModel, inputs: np.ndarray, *, threads: int = 2) 
         it.invoke()
         rows.append(_from_output(it.get_tensor(out["index"]), out))
     return np.concatenate(rows)
-
-
-def evaluate_tflite(model: TFLiteModel, data: Iterable[Any], *, threads: int = 2) -> float:
-    """Top-1 accuracy on labelled batches."""
-    hits = n = 0
-    for item in data:
-        x, labels = split_item(item)
-        if labels is None:
-            raise DataError("accuracy needs labelled data: (inputs, labels) batches")
-        logits = predict_tflite(model, np.asarray(x), threads=threads)
-        hits += int((logits.argmax(-1) == labels).sum())
-        n += len(labels)
-    if n == 0:
-        raise DataError("the evaluation data is empty")
-    return hits / n
 
 
 def benchmark_tflite(
