@@ -35,7 +35,8 @@ from typing import Any
 from edgequant import __version__
 from edgequant.config import Method, Precision, PTQConfig
 from edgequant.errors import ConfigError, DataError
-from edgequant.model import Model, check_writable_dir
+from edgequant.model import Model
+from edgequant.outputs import resolve_output_dir
 from edgequant.progress import ProgressFn, silent
 from edgequant.trials import Backend, Measured, TrialRunner
 
@@ -189,8 +190,7 @@ def tune(
 
     config = config or TuneConfig()
     folder = Path(out_dir)
-    check_writable_dir(folder.parent if not folder.exists() else folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    resolve_output_dir(folder)
     start = time.perf_counter()
     calibrated = calibrate_static(model, config.ptq, calibration, progress)
     scorer = Scorer(calibrated.fp32, data)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgequant.errors import ConfigError
-from edgequant.model import Model, check_writable_dir
+from edgequant.model import Model
+from edgequant.outputs import check_report_dir, resolve_output_dir
 from edgequant.progress import ProgressFn, silent
 from edgequant.qat import QATConfig, export, finetune, prepare_qat
 from edgequant.report import Row, write_report
@@ -71,7 +72,7 @@ def compare(
     if task.test is None:
         raise ConfigError("compare needs labelled test data: give the task a `test` iterable")
     if out_dir is not None:
-        check_writable_dir(out_dir.parent if not out_dir.exists() else out_dir)
+        check_report_dir(out_dir)
     fp32 = to_onnx(task.model, task.example_input, "fp32")
     reference = evaluate(fp32, task.test).top1
     assert reference is not None
@@ -140,7 +141,7 @@ def compare(
         )
     report: dict[str, Path] = {}
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        resolve_output_dir(out_dir)
         notes = [f"{r.name}: {r.note}, {r.quantize_s:.0f} s to quantize" for r in rows[1:]]
         from edgequant.report.targets import support_section
 

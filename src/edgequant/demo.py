@@ -18,7 +18,8 @@ import numpy as np
 from edgequant.api import quantize
 from edgequant.config import ACTIVATIONS_INT8, Calibrator, PTQConfig
 from edgequant.data import ArrayDataset
-from edgequant.model import Model, check_writable_dir
+from edgequant.model import Model
+from edgequant.outputs import check_report_dir, resolve_output_dir
 from edgequant.progress import ProgressFn, silent
 from edgequant.report import Row, Section, write_report
 from edgequant.report.targets import target_section
@@ -139,9 +140,10 @@ def run_demo(out_dir: Path, *, progress: ProgressFn = silent, bench_rounds: int 
     from edgequant.zoo.train import demo_model
 
     out_dir = Path(out_dir)
-    check_writable_dir(out_dir.parent if not out_dir.exists() else out_dir)
+    check_report_dir(out_dir)
     models_dir = out_dir / "models"
-    models_dir.mkdir(parents=True, exist_ok=True)
+    resolve_output_dir(out_dir)
+    resolve_output_dir(models_dir)
     train, test = fashion_mnist.load("train"), fashion_mnist.load("test")
     module = demo_model(progress=lambda done, total: progress("training FP32 model", done, total))
     fp32 = to_onnx(module, torch.zeros(1, 1, 28, 28), "edgecnn.fp32")

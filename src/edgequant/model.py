@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import onnx
 
-from edgequant.errors import ModelError, OutputError
+from edgequant.errors import ModelError
+from edgequant.outputs import (
+    check_writable_dir,
+    note_input,
+    resolve_output,
+    write_atomic,
+    write_files,
+)
+
+__all__ = ["Model", "check_writable_dir", "load", "sidecar_path", "write_atomic"]
 
 
 @dataclass
@@ -35,6 +43,21 @@ class Model:
         inits = {i.name for i in self.proto.graph.initializer}
         return [i.name for i in self.proto.graph.input if i.name not in inits]
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size every input is fixed at (its first axis a number, the same for all
+        inputs), or None when the batch axis is dynamic or the inputs disagree."""
+        inits = {i.name for i in self.proto.graph.initializer}
+        sizes = set()
+        for value in self.proto.graph.input:
+            if value.name in inits:
+                continue
+            dims = value.type.tensor_type.shape.dim
+            if not dims or not dims[0].HasField("dim_value") or dims[0].dim_value < 1:
+                return None
+            sizes.add(dims[0].dim_value)
+        return sizes.pop() if len(sizes) == 1 else None
+
     def with_outputs(self, names: list[str]) -> Model:
         """A copy whose graph also outputs the tensors `names` (to observe intermediate values)."""
         proto = onnx.ModelProto()
@@ -46,14 +69,13 @@ class Model:
         return Model(proto, self.name)
 
     def save(self, path: str | Path) -> Path:
-        """Write the model and `<stem>.quant.json` atomically (temporary file, then rename)."""
-        path = Path(path)
-        check_writable_dir(path.parent)
-        write_atomic(path, self.serialize())
+        """Write the model and `<stem>.quant.json` atomically, together (`edgequant.outputs`)."""
+        path = resolve_output(path)  # a symlink: the file it points to, sidecar beside it
+        files = {path: self.serialize()}
         if self.provenance:
-            sidecar = sidecar_path(path)
             text = json.dumps(self.provenance, indent=2, sort_keys=True) + "\n"
-            write_atomic(sidecar, text.encode())
+            files[sidecar_path(path)] = text.encode()
+        write_files(files)  # both or neither
         return path
 
 
@@ -74,14 +96,33 @@ def load(source: str | Path | onnx.ModelProto | Model) -> Model:
         raise ModelError(f"model file not found: {path}")
     if not path.is_file():
         raise ModelError(f"{path} is not a file: pass the path of an .onnx model")
+    note_input(path)
     try:
         proto = onnx.load(str(path))
     except Exception as exc:
-        raise ModelError(
-            f"{path} is not a readable ONNX model (corrupt or truncated?): {type(exc).__name__}"
-        ) from None
+        raise _load_error(path, exc) from None
     _check(proto, str(path))
     return Model(proto, path.name.removesuffix(".onnx"))
+
+
+def _load_error(path: Path, exc: Exception) -> ModelError:
+    """Say which part of the model could not be read: an external-data file or the model."""
+    text = str(exc)
+    missing = re.search(r"tensor name: (.*?)\) should be stored in (.*?), but it is not", text)
+    if missing:
+        return ModelError(
+            f"{path}: tensor {missing.group(1)!r} keeps its data in {missing.group(2)}, which is "
+            "missing: copy that file beside the model"
+        )
+    outside = re.search(r"tensor name: (.*?)\) should be file inside .*?, but '(.*?)' points", text)
+    if outside:
+        return ModelError(
+            f"{path}: refused: tensor {outside.group(1)!r} names its external data file "
+            f"{outside.group(2)!r}, a path that leaves the model's folder"
+        )
+    return ModelError(
+        f"{path} is not a readable ONNX model (corrupt or truncated?): {type(exc).__name__}"
+    )
 
 
 def _check(proto: onnx.ModelProto, where: str) -> None:
@@ -92,30 +133,3 @@ def _check(proto: onnx.ModelProto, where: str) -> None:
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{where} is not a valid ONNX model: {first}") from None
-
-
-def check_writable_dir(folder: Path) -> None:
-    """Fail early, before any work, if `folder` cannot receive output."""
-    folder = folder if str(folder) else Path(".")
-    if not folder.is_dir():
-        raise OutputError(f"output folder {folder} does not exist: create it first")
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"output folder {folder} is not writable: choose another location")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise OutputError(f"cannot write to {path.parent}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs are shared like any file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

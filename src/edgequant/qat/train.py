@@ -18,7 +18,7 @@ import numpy as np
 
 from edgequant.data import ArrayDataset, split_item
 from edgequant.errors import DataError
-from edgequant.model import write_atomic
+from edgequant.outputs import write_atomic
 from edgequant.progress import ProgressFn, silent
 from edgequant.qat.distributed import (
     global_sum,

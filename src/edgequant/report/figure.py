@@ -1,9 +1,12 @@
-"""Writing matplotlib figures the way every output is written: temporary file, then rename."""
+"""Writing matplotlib figures the way every output is written (`edgequant.outputs`)."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
+
+from edgequant.outputs import write_atomic
 
 
 def save_figure(fig: Any, path: Path) -> None:
@@ -11,10 +14,9 @@ def save_figure(fig: Any, path: Path) -> None:
     close it; a failed or interrupted save leaves neither a half-written file nor a temp file."""
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.name}.tmp.png")
     try:
-        fig.savefig(tmp, metadata={"Software": None})
-        tmp.replace(path)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", metadata={"Software": None})
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, buf.getvalue())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgequant.model import write_atomic
+from edgequant.outputs import write_atomic
 from edgequant.report.figure import save_figure
 from edgequant.sensitivity import SensitivityReport
 

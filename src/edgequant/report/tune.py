@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from edgequant.autotune import TuneResult
-from edgequant.model import write_atomic
+from edgequant.outputs import write_atomic
 from edgequant.report.figure import save_figure
 
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgequant.model import write_atomic
+from edgequant.outputs import write_atomic
 from edgequant.report.figure import save_figure
 from edgequant.report.table import Row, markdown_table
 

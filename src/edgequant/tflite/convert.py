@@ -26,7 +26,7 @@ import numpy as np
 
 from edgequant.data import split_item
 from edgequant.errors import ConfigError, DataError, DependencyError, ModelError
-from edgequant.model import check_writable_dir, write_atomic
+from edgequant.outputs import note_input, resolve_output, write_files
 from edgequant.progress import ProgressFn, silent
 
 CALIBRATION_SAMPLES = 500
@@ -55,13 +55,11 @@ class TFLiteModel:
         return len(self.content)
 
     def save(self, path: str | Path) -> Path:
-        """Write the model and `<stem>.tflite.quant.json` atomically (temporary file, then
-        rename)."""
-        path = Path(path)
-        check_writable_dir(path.parent)
-        write_atomic(path, self.content)
+        """Write the model and `<stem>.tflite.quant.json` atomically, together
+        (`edgequant.outputs`)."""
+        path = resolve_output(path)  # a symlink: the file it points to, sidecar beside it
         text = json.dumps(self.provenance, indent=2, sort_keys=True) + "\n"
-        write_atomic(tflite_sidecar(path), text.encode())
+        write_files({path: self.content, tflite_sidecar(path): text.encode()})
         return path
 
 
@@ -76,6 +74,7 @@ def load_tflite(path: str | Path) -> TFLiteModel:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
+    note_input(path)
     content = path.read_bytes()
     if len(content) < 8 or content[4:8] != b"TFL3":
         raise ModelError(f"{path} is not a TFLite model (no TFL3 flatbuffer identifier)")

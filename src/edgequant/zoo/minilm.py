@@ -26,7 +26,8 @@ import onnx
 from numpy.typing import NDArray
 
 from edgequant.errors import DependencyError
-from edgequant.model import Model, write_atomic
+from edgequant.model import Model
+from edgequant.outputs import write_atomic
 
 MAX_TOKENS = 64  # covers 97% of the reviews whole; longer ones are truncated
 TRAIN, TEST = 2000, 1000

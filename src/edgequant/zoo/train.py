@@ -7,13 +7,14 @@ is keyed by a hash of the recipe so a changed recipe never reuses stale weights.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edgequant.outputs import write_atomic
 from edgequant.zoo import fashion_mnist
 
 
@@ -60,9 +61,9 @@ def demo_model(
             path.unlink(missing_ok=True)
     train(model, recipe, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        torch.save(model.state_dict(), tmp)
-    os.replace(tmp.name, path)
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    write_atomic(path, buf.getvalue())
     return model.eval()
 
 
