@@ -63,6 +63,9 @@ class SupportReport:
     stage: str  # "planned" (float model, before quantization), "quantized" or "tflite"
     method: str  # how the verdicts were reached
     nodes: tuple[NodeSupport, ...]
+    # what NodeSupport.integer means here: "integer" (quantized models), or "fp16" for an FP16
+    # model, where it says the node computes in half precision on the runtime
+    kind: str = "integer"
 
     @property
     def float_nodes(self) -> list[NodeSupport]:
@@ -85,7 +88,7 @@ class SupportReport:
         n_int = len(self.nodes) - len(self.float_nodes)
         line = (
             f"{self.target} ({self.runtime}, {self.stage}): {n_int}/{len(self.nodes)} compute "
-            f"nodes integer, {100 * self.integer_fraction:.1f}% of MACs"
+            f"nodes {self.kind}, {100 * self.integer_fraction:.1f}% of MACs"
         )
         if self.float_nodes:
             first = self.float_nodes[0]
@@ -111,6 +114,7 @@ class SupportReport:
         return {
             "target": self.target,
             "runtime": self.runtime,
+            "kind": self.kind,
             "summary": self.summary(),
             "integer_fraction": round(self.integer_fraction, 4),
             "integer_nodes": len(self.nodes) - len(self.float_nodes),
@@ -134,6 +138,8 @@ def check_support(model: Model, target: Target | str | PTQConfig | None = None) 
         config = PTQConfig.for_target(preset(target or Target.detect()).target)
     p = preset(config.target)  # a QDQ model for tflite: checked as node units, as converted
     quantized = any(n.op_type in _BOUNDARY for n in model.proto.graph.node)
+    if not quantized and _has_fp16(model.proto):
+        return _fp16(model, p)
     if not quantized:
         if p.runtime is Runtime.ORT_CPU and config.method is Method.STATIC:
             return _planned_by_ort(model, config, p)
@@ -270,6 +276,58 @@ def _node_units(model: Model, p: TargetPreset) -> SupportReport:
 
 
 Verdict = tuple[onnx.NodeProto, bool, str]  # a node of the analysed graph, integer?, why not
+_FP16 = onnx.TensorProto.FLOAT16
+
+
+def _has_fp16(proto: onnx.ModelProto) -> bool:
+    return any(i.data_type == _FP16 for i in proto.graph.initializer) or any(
+        n.op_type == "Cast" and any(a.name == "to" and a.i == _FP16 for a in n.attribute)
+        for n in proto.graph.node
+    )
+
+
+def _fp16(model: Model, p: TargetPreset) -> SupportReport:
+    """An FP16 model: which compute nodes run in half precision on the runtime, which in
+    float32. For ONNX Runtime's CPU its own optimized graph is read: where the provider has no
+    float16 kernel it inserts Casts back to float32 around the node."""
+    proto = model.proto
+    method = "tensor types of the FP16 graph"
+    if p.runtime is Runtime.ORT_CPU:
+        from edgequant.ptq.preprocess import ort_optimized
+
+        proto = ort_optimized(model.proto, extended=True)
+        method = "tensor types in ONNX Runtime's CPU graph (its inserted Casts included)"
+    half = {i.name for i in proto.graph.initializer if i.data_type == _FP16}
+    half |= {i.name for i in proto.graph.input if i.type.tensor_type.elem_type == _FP16}
+    floats = float_tensors(proto) | half
+    verdicts: list[Verdict] = []
+    for node in proto.graph.node:
+        ins = [t for t in node.input if t in floats]
+        if node.op_type == "Cast":
+            to = next((a.i for a in node.attribute if a.name == "to"), None)
+            if to == _FP16:
+                half.update(node.output)
+            if to in (_FP16, onnx.TensorProto.FLOAT):
+                floats.update(node.output)
+            continue
+        if not ins or node.op_type in _SHAPE_OUTPUT:
+            continue
+        in_half = all(t in half for t in ins)
+        reason = (
+            ""
+            if in_half
+            else (
+                "computes in float32: ONNX Runtime's CPU provider has no float16 kernel for it"
+                if p.runtime is Runtime.ORT_CPU
+                else "kept in float32 by the FP16 conversion"
+            )
+        )
+        verdicts.append((node, in_half, reason))
+        floats.update(node.output)
+        if in_half:
+            half.update(node.output)
+    report = _report(proto, p, "fp16", method, verdicts)
+    return replace(report, kind="fp16")
 
 
 def _report(
@@ -300,7 +358,7 @@ def require_integer(report: SupportReport) -> None:
     shown = "; ".join(f"{n.name} ({n.op_type}: {n.reason})" for n in bad[:3])
     more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
     raise UnsupportedOperatorError(
-        f"--strict: {len(bad)} node(s) would run in float on {report.target} "
+        f"--strict: {len(bad)} node(s) would run in {'float' if report.kind == 'integer' else 'float32'} on {report.target} "
         f"({report.stage}): {shown}{more}. Quantize for this target (--target), replace or "
         "exclude those operators, or drop --strict to accept float fallbacks "
         "(`edgequant check` lists them all)"

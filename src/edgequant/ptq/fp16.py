@@ -34,6 +34,7 @@ def convert_fp16(model: Model, config: PTQConfig) -> Model:
             disable_shape_infer=False,
         )
     assert isinstance(proto, onnx.ModelProto)
+    _sort_nodes(proto)  # the converter appends its input Casts after the nodes that read them
     out = Model(proto, f"{model.name}.fp16")
     out.provenance = {"config": config.to_dict()}
     return out
@@ -90,8 +91,13 @@ def to_fp16_layers(proto: onnx.ModelProto, layers: list[str]) -> onnx.ModelProto
             if name in halves:
                 node.input[i] = halves[name]
     graph.node.extend(casts)
+    _sort_nodes(out)
+    return out
+
+
+def _sort_nodes(proto: onnx.ModelProto) -> None:
+    graph = proto.graph
     available = {i.name for i in graph.initializer} | {i.name for i in graph.input}
     ordered = topological_sort(list(graph.node), available)
     del graph.node[:]
     graph.node.extend(ordered)
-    return out
