@@ -57,3 +57,15 @@ def model_path(fp32_model, tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "edgecnn.onnx"
     fp32_model.save(path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _restore_signal_handlers():
+    """`edgequant.cli.main` installs its SIGINT/SIGTERM handlers for the process it runs in; a
+    test that calls it in-process gets pytest's own back afterwards."""
+    import signal
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)

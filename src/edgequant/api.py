@@ -10,7 +10,7 @@ from typing import Any
 import onnx
 
 from edgequant import __version__
-from edgequant.config import PTQConfig
+from edgequant.config import Method, PTQConfig
 from edgequant.errors import ConfigError
 from edgequant.model import Model, load
 from edgequant.progress import ProgressFn, silent
@@ -32,9 +32,12 @@ def quantize(
     `.save(path)` to write it with its `.quant.json`.
     """
     from edgequant.ptq import quantize_onnx
+    from edgequant.ptq.mixed import check_names
 
     source = _as_onnx(model, example_input)
     config = config or PTQConfig.int8()
+    if config.method is not Method.STATIC:  # static checks names on its cleaned-up graph
+        check_names({}, source.proto.graph, config.exclude_nodes)
     out = quantize_onnx(source, config, calibration=calibration, progress=progress)
     out.provenance.setdefault("edgequant", __version__)
     out.provenance["source_sha256"] = hashlib.sha256(source.serialize()).hexdigest()

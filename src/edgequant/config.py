@@ -7,6 +7,7 @@ exactly how it was made. Unknown keys are errors; enums replace strings and bool
 from __future__ import annotations
 
 import enum
+import json
 import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -317,6 +318,7 @@ class PTQConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PTQConfig:
+        """A config from its JSON form; every value's type is checked (one line names it)."""
         data = dict(data)
         version = data.pop("version", CONFIG_VERSION)
         if version != CONFIG_VERSION:
@@ -329,6 +331,7 @@ class PTQConfig:
             raise ConfigError(
                 f"unknown PTQConfig keys {sorted(unknown)}; known keys: {sorted(known)}"
             )
+        _check_json_types(data)
         try:
             kwargs: dict[str, Any] = {
                 "method": Method(data.pop("method", "static")),
@@ -351,12 +354,42 @@ class PTQConfig:
         if "exclude_nodes" in data:
             kwargs["exclude_nodes"] = tuple(data.pop("exclude_nodes"))
         if "layer_precisions" in data:
-            layers = data.pop("layer_precisions")
-            if not isinstance(layers, dict):
-                raise ConfigError("layer_precisions must be a mapping of node name to precision")
-            kwargs["layer_precisions"] = layers
+            kwargs["layer_precisions"] = data.pop("layer_precisions")
         return cls(**kwargs, **data)
 
     def with_(self, **changes: Any) -> PTQConfig:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
+
+
+_SPEC_EXAMPLE = (
+    '{"qtype": "int8", "symmetry": "symmetric", "granularity": {"kind": "PerChannel", "axis": 0}}'
+)
+# JSON type of every PTQConfig key (enums are strings; `activations` may be null)
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "method": (str,), "target": (str,), "calibrator": (str,), "equalization": (str,),
+    "smoothing": (str,), "coverage": (str,), "embeddings": (str,), "bias_correction": (str,),
+    "rounding": (str,), "percentile": (int, float), "num_bins": (int,),
+    "max_calibration_samples": (int,), "smoothing_alpha": (int, float),
+    "rounding_samples": (int,), "exclude_nodes": (list,), "weights": (dict,),
+    "activations": (dict, type(None)), "layer_precisions": (dict,),
+}  # fmt: skip
+_JSON_NAMES = {str: "a string", int: "a whole number", float: "a number", list: "a list",
+               dict: "an object", type(None): "null"}  # fmt: skip
+
+
+def _check_json_types(data: dict[str, Any]) -> None:
+    """One line naming the first key whose JSON value has the wrong type (a quoted number, a
+    string where an object belongs), before any value is used."""
+    for key, value in data.items():
+        kinds = _JSON_TYPES.get(key)
+        if kinds is None or (isinstance(value, kinds) and not isinstance(value, bool)):
+            continue
+        want = " or ".join(_JSON_NAMES[k] for k in kinds if not (k is int and float in kinds))
+        hint = f", e.g. {_SPEC_EXAMPLE}" if key in ("weights", "activations") else ""
+        raise ConfigError(f"config key {key!r} must be {want}{hint}, got {json.dumps(value)}")
+    for key in ("exclude_nodes",):
+        if not all(isinstance(v, str) for v in data.get(key, [])):
+            raise ConfigError(f"config key {key!r} must be a list of node names (strings)")
+    if not all(isinstance(v, str) for v in data.get("layer_precisions", {}).values()):
+        raise ConfigError("config key 'layer_precisions' must map node names to precision names")

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgequant.errors import DataError
+from edgequant.outputs import note_input
 
 Batch = NDArray[Any] | Mapping[str, NDArray[Any]]
 BUILTINS = ("fashion-mnist", "fashion-mnist:train", "fashion-mnist:test")
@@ -41,6 +42,21 @@ class ArrayDataset:
     inputs: NDArray[Any] | Mapping[str, NDArray[Any]]
     labels: NDArray[np.integer] | None = None
     batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise DataError(f"batch_size must be at least 1, got {self.batch_size}")
+        arrays = self.inputs if isinstance(self.inputs, Mapping) else {"inputs": self.inputs}
+        sizes = {name: len(a) if np.ndim(a) else 0 for name, a in arrays.items()}
+        if len(set(sizes.values())) > 1:
+            raise DataError(
+                f"input arrays hold different numbers of samples {sizes}: give every input the "
+                "same first (sample) axis"
+            )
+        if self.labels is not None and len(self.labels) != len(self):
+            raise DataError(
+                f"{len(self.labels)} labels for {len(self)} samples: give one label per sample"
+            )
 
     def __len__(self) -> int:
         first = (
@@ -95,12 +111,17 @@ def load_data(
     limit: int | None = None,
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
+    batch_multiple: int = 1,
 ) -> ArrayDataset:
     """Data named on the command line: a built-in name, an .npy/.npz file, or a folder of images.
 
     Images are scaled to [0, 1]; `mean`/`std` (one value, or one per channel) then normalise them
     as the model was trained, e.g. mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225).
+    `limit` keeps the first samples (at least 1). `batch_multiple` (a model whose batch axis is
+    fixed at that size) drops the samples beyond the last whole multiple of it.
     """
+    if limit is not None and limit < 1:
+        raise DataError(f"limit must be at least 1 sample, got {limit}")
     if spec in BUILTINS:
         from edgequant.zoo import fashion_mnist
 
@@ -108,6 +129,7 @@ def load_data(
         data = ArrayDataset(split.images, split.labels, batch_size)
     else:
         path = Path(spec)
+        note_input(path)
         if not path.exists():
             raise DataError(
                 f"data not found: {spec} (give an .npy/.npz file, an image folder, or one of {', '.join(BUILTINS)})"
@@ -119,7 +141,15 @@ def load_data(
         )
     if len(data) == 0:
         raise DataError(f"{spec} holds no samples")
-    return data.take(limit) if limit else data
+    data = data.take(limit) if limit else data
+    if batch_multiple > 1:
+        if len(data) < batch_multiple:
+            raise DataError(
+                f"the model takes batches of exactly {batch_multiple} samples and {spec} gives "
+                f"{len(data)}: give at least {batch_multiple}"
+            )
+        data = data.take(len(data) - len(data) % batch_multiple)
+    return data
 
 
 def _load_array_file(path: Path, batch_size: int) -> ArrayDataset:
@@ -127,13 +157,16 @@ def _load_array_file(path: Path, batch_size: int) -> ArrayDataset:
         raise DataError(f"{path}: unsupported data file; use .npy, .npz or a folder of images")
     try:
         loaded = np.load(path, allow_pickle=False)  # never unpickle untrusted data
+        if isinstance(loaded, np.ndarray):
+            return ArrayDataset(_numeric(loaded, path.name), None, batch_size)
+        arrays = {k: _numeric(loaded[k], f"{path.name}:{k}") for k in loaded.files}
+    except DataError:
+        raise
     except Exception as exc:
-        raise DataError(
-            f"{path} is not a readable {path.suffix} file: {type(exc).__name__}: {exc}"
-        ) from None
-    if isinstance(loaded, np.ndarray):
-        return ArrayDataset(loaded, None, batch_size)
-    arrays = {k: loaded[k] for k in loaded.files}
+        reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "allow_pickle" in reason:
+            reason = "it holds Python objects, which edgequant never unpickles; save numeric arrays"
+        raise DataError(f"{path} is not a readable {path.suffix} file: {reason}") from None
     labels = next((arrays.pop(k) for k in ("labels", "y") if k in arrays), None)
     if not arrays:
         raise DataError(
@@ -141,6 +174,14 @@ def _load_array_file(path: Path, batch_size: int) -> ArrayDataset:
         )
     inputs: Any = arrays if len(arrays) > 1 or "x" not in arrays else arrays["x"]
     return ArrayDataset(inputs, labels, batch_size)
+
+
+def _numeric(array: NDArray[Any], where: str) -> NDArray[Any]:
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"{where} holds {array.dtype} values: save numeric arrays (float32 inputs)")
+    if array.ndim == 0:
+        raise DataError(f"{where} is a single number: save arrays with a first (sample) axis")
+    return array
 
 
 def _load_folder(

@@ -6,11 +6,21 @@ bare ValueError at a user.
 
 from __future__ import annotations
 
+import errno
+import re
+
 
 class EdgeQuantError(Exception):
-    """Base class of every user-facing error (bad input, bad config, unwritable output)."""
+    """Base class of every user-facing error (bad input, bad config, unwritable output).
+
+    `details` (optional) is printed before the one-line message, e.g. the user's own traceback
+    when their `--task` function fails."""
 
     exit_code = 2
+
+    def __init__(self, message: str, details: str | None = None) -> None:
+        super().__init__(message)
+        self.details = details
 
 
 class ConfigError(EdgeQuantError):
@@ -39,3 +49,40 @@ class DependencyError(EdgeQuantError):
 
 class UnsupportedOperatorError(EdgeQuantError):
     """A node would run in float on a target where `--strict` asks for integer only."""
+
+
+class ResourceError(EdgeQuantError):
+    """The machine ran out of memory or disk space for what was asked."""
+
+
+class TaskError(EdgeQuantError):
+    """The user's `--task` function failed, or its model does not run on its own data."""
+
+
+class EdgeQuantWarning(UserWarning):
+    """Something the user should know, that does not stop the work (the CLI prints one line)."""
+
+
+class CalibrationWarning(EdgeQuantWarning):
+    """The calibration data looks unrepresentative (e.g. constant), so ranges are degenerate."""
+
+
+def user_error(exc: BaseException) -> EdgeQuantError | None:
+    """The user-facing error behind an exception raised outside edgequant's own checks (out of
+    memory in ONNX Runtime or numpy, a full disk), or None when it is a bug."""
+    text = str(exc)
+    if isinstance(exc, MemoryError) or "Failed to allocate memory" in text or "bad_alloc" in text:
+        size = re.search(r"buffer of size (\d+)", text)
+        asked = (
+            f" (ONNX Runtime asked for {int(size.group(1)) / 2**30:,.1f} GiB at once)"
+            if size
+            else ""
+        )
+        return ResourceError(
+            f"out of memory{asked}: use fewer or smaller samples (--samples, --limit; smaller "
+            "images), or a machine with more memory"
+        )
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return ResourceError(f"no space left on the device{where}: free space or write elsewhere")
+    return None

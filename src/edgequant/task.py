@@ -10,16 +10,21 @@ the same way.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
-from collections.abc import Iterable
+import traceback
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from edgequant.data import ArrayDataset, split_item
-from edgequant.errors import ConfigError, DataError
+from edgequant.errors import ConfigError, DataError, TaskError
+from edgequant.outputs import note_input
 
 BUILTIN = "edgequant.zoo.tasks:fashion_mnist"
 CALIBRATION_SAMPLES = 500
@@ -69,29 +74,127 @@ def _first_samples(batches: Iterable[Any], count: int) -> np.ndarray:
 
 
 def load_task(entry: str = BUILTIN) -> TrainingTask:
-    """Call `module:function` (the current directory is importable) and return its task."""
+    """Call `module:function` and return its task.
+
+    This runs the user's code (that is what `--task` is for). Only the module named is imported
+    from the current folder, and only after edgequant's own dependencies are imported, so a file
+    there named like one of them (onnxruntime.py, torch.py) is never run in their place. The
+    folder is importable while the module loads and its function runs (for its own sibling
+    imports), then no more."""
     module_name, sep, func_name = entry.partition(":")
     if not sep or not module_name or not func_name:
         raise ConfigError(f"--task wants module:function (e.g. mytrain:make_task), got {entry!r}")
+    _import_own_dependencies()
+    with _user_folder_importable():
+        module = _import_user_module(module_name)
+        func = getattr(module, func_name, None)
+        if not callable(func):
+            raise ConfigError(f"{module_name!r} has no function {func_name!r}")
+        try:
+            result = func()
+        except Exception as exc:
+            raise _task_failure(entry, exc) from None
+    if isinstance(result, TrainingTask):
+        task = result
+    elif isinstance(result, tuple) and len(result) in (2, 3):
+        task = TrainingTask(*result)
+    else:
+        raise ConfigError(
+            f"{entry} returned a {type(result).__name__}: return an edgequant.TrainingTask or a "
+            "tuple (model, train_batches[, test_batches])"
+        )
+    _check_runs(task, entry)
+    return task
+
+
+def _import_own_dependencies() -> None:
+    """What edgequant itself imports, first: nothing in the user's folder can stand in for it."""
+    for name in ("numpy", "onnx", "onnxruntime", "torch"):
+        importlib.import_module(name)
+
+
+@contextmanager
+def _user_folder_importable() -> Iterator[None]:
     cwd = str(Path.cwd())
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+    added = cwd not in sys.path
+    if added:
+        sys.path.append(cwd)  # last: installed packages win over the user's files
     try:
-        module = importlib.import_module(module_name)
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def _import_user_module(module_name: str) -> ModuleType:
+    """The named module: from the current folder if it is there, else from the installed ones."""
+    top = module_name.partition(".")[0]
+    local = [Path.cwd() / f"{top}.py", Path.cwd() / top / "__init__.py"]
+    try:
+        found = next((p for p in local if p.is_file()), None)
+        if found is not None and top not in sys.modules:
+            note_input(found)
+            spec = importlib.util.spec_from_file_location(
+                top,
+                found,
+                submodule_search_locations=[str(found.parent)]
+                if found.name == "__init__.py"
+                else None,
+            )
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[top] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[top]
+                raise
+        return importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(
             f"cannot import {module_name!r} for --task ({exc}); run from the folder that holds it "
             "or install it"
         ) from None
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise ConfigError(f"{module_name!r} has no function {func_name!r}")
-    result = func()
-    if isinstance(result, TrainingTask):
-        return result
-    if isinstance(result, tuple) and len(result) in (2, 3):
-        return TrainingTask(*result)
-    raise ConfigError(
-        f"{entry} returned a {type(result).__name__}: return an edgequant.TrainingTask or a "
-        "tuple (model, train_batches[, test_batches])"
+    except Exception as exc:
+        raise _task_failure(module_name, exc) from None
+
+
+def _task_failure(entry: str, exc: Exception) -> TaskError:
+    """The user's traceback (their frames only) as details, and one summary line."""
+    frames = [
+        f for f in traceback.extract_tb(exc.__traceback__)
+        if "/edgequant/" not in f.filename.replace("\\", "/")
+    ]  # fmt: skip
+    details = "".join(
+        [
+            "Traceback of your --task code (most recent call last):\n",
+            *traceback.format_list(frames),
+            *traceback.format_exception_only(type(exc), exc),
+        ]
     )
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return TaskError(
+        f"--task {entry} failed: {type(exc).__name__}: {first} (your code's traceback is above)",
+        details,
+    )
+
+
+def _check_runs(task: TrainingTask, entry: str) -> None:
+    """Run the task's model once on its example input: a model that does not fit its own data
+    is the user's mistake, said in one line, not a traceback from deep inside training."""
+    import torch
+
+    was_training = task.model.training
+    task.model.eval()
+    try:
+        with torch.no_grad():
+            task.model(task.example_input)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        shape = tuple(getattr(task.example_input, "shape", ()))
+        raise TaskError(
+            f"--task {entry}: the model does not run on its own data (input shape {shape}): "
+            f"{type(exc).__name__}: {first}"
+        ) from None
+    finally:
+        task.model.train(was_training)

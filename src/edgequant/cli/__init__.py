@@ -1,37 +1,152 @@
 """The `edgequant` command: a thin layer over the public API (parsing, progress, exit codes).
 
-Exit codes: 0 success, 1 `tune` found no model within its budgets, 2 user error (one line on
-stderr, no traceback), 130 interrupted.
+This module is the one place that turns what went wrong into an exit code and one line:
+0 success; 1 `tune` found no model within its budgets; 2 a user error (one line on stderr, no
+traceback; with `--json` also `{"error": ..., "exit": 2}` on stdout); 130 interrupted (Ctrl-C,
+whenever it arrives, even inside a C extension's import); 143 terminated (SIGTERM: temporary
+files are removed first). Anything else is a bug in edgequant and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
-
-import click
-
-from edgequant.cli import analysis, measure, quantize, targets, training, tuning  # noqa: F401  (commands register on import)
-from edgequant.cli.group import cli
-from edgequant.errors import EdgeQuantError
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 __all__ = ["cli", "main"]
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that `finally` blocks remove temporary files."""
+
+
+_interrupted = False
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+def _install_signal_handlers() -> None:
+    """Ctrl-C is remembered (a C extension turns it into an ImportError: it is still an
+    interrupt); SIGTERM unwinds like an exception, so temporary files are removed. They stay
+    installed until the process exits: a signal during shutdown still exits 130/143."""
+    global _interrupted
+    _interrupted = False
+    signal.signal(signal.SIGINT, _on_sigint)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def main() -> None:
-    """Entry point: user errors become one line and exit code 2; Ctrl-C exits 130."""
+    """Entry point: run the command and exit with the code the module docstring promises."""
+    as_json = "--json" in sys.argv[1:]
+    _install_signal_handlers()
+    code, message = _run()
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)  # the work is done (or failed): exit with its code
+    if message is not None:
+        _report(message, code, as_json)
+    if code in (130, 143):
+        # A Ctrl-C inside Python code that an extension runs while it imports leaves CPython's
+        # "unhandled KeyboardInterrupt" flag set, and it would then die by SIGINT (-2) whatever
+        # exit code is asked for. Everything is cleaned up by now: leave with the promised code.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+def _run() -> tuple[int, str | None]:
+    """(exit code, one-line message or None) of running the command line."""
+    import click
+
+    from edgequant.errors import EdgeQuantError, user_error
+
     try:
-        cli.main(standalone_mode=False)
+        from edgequant.outputs import protect_inputs
+
+        cli = _commands()
+        with protect_inputs(), _one_line_warnings():
+            cli.main(standalone_mode=False)
+        return 0, None
+    except Terminated:
+        return 143, "terminated"
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        return 130, "interrupted"
     except EdgeQuantError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        if exc.details:
+            print(exc.details.rstrip(), file=sys.stderr)
+        return exc.exit_code, str(exc)
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code, None
+    except click.ClickException as exc:
+        return 2, _click_message(exc)
+    except SystemExit as exc:  # a command's own exit code (tune: 1 when nothing fits)
+        return int(exc.code or 0), None
+    except BaseException as exc:
+        if _interrupted:  # e.g. ImportError "initialization failed" after a Ctrl-C
+            return 130, "interrupted"
+        mapped = user_error(exc)
+        if mapped is None:
+            raise
+        return mapped.exit_code, str(mapped)
+
+
+@contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """edgequant's own warnings (e.g. degenerate calibration ranges) as `warning: ...` lines."""
+    import warnings
+
+    from edgequant.errors import EdgeQuantWarning
+
+    def show(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, EdgeQuantWarning):
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+        else:
+            original(message, category, *args, **kwargs)
+
+    with warnings.catch_warnings():
+        original = warnings.showwarning
+        warnings.showwarning = show
+        warnings.simplefilter("always", EdgeQuantWarning)
+        yield
+
+
+def _click_message(exc: Any) -> str:
+    """Click's usage error in one line (no usage block, no "Try --help" line)."""
+    import click
+
+    text = exc.format_message()
+    if isinstance(exc, click.UsageError) and exc.ctx is not None:
+        text += f" (see `{exc.ctx.command_path} --help`)"
+    return " ".join(text.split())
+
+
+def _report(message: str, code: int, as_json: bool) -> None:
+    import json
+
+    if as_json:
+        print(json.dumps({"error": message, "exit": code}), flush=True)
+    print(f"error: {message}" if code == 2 else message, file=sys.stderr, flush=True)
+
+
+def _commands() -> Any:
+    from edgequant.cli import analysis, measure, quantize, targets, training, tuning  # noqa: F401  (commands register on import)
+    from edgequant.cli.group import cli
+
+    return cli
+
+
+def __getattr__(name: str) -> Any:
+    if name == "cli":
+        return _commands()
+    raise AttributeError(name)

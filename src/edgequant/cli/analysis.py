@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgequant.cli.common import emit, floats, out_option, progress_bars
+from edgequant.cli.common import COUNT, emit, floats, load_for_model, out_option, progress_bars
 from edgequant.cli.group import cli
 
 
@@ -26,13 +26,16 @@ from edgequant.cli.group import cli
     help="Weights int8 or int4 (per-channel), activations 8-bit.",
 )
 @click.option("--per-tensor", is_flag=True, help="One weight scale per tensor.")
-@click.option("--samples", default=500, show_default=True, help="Calibration samples.")
-@click.option("--limit", default=2000, show_default=True, help="Labelled samples per measurement.")
+@click.option("--samples", type=COUNT, default=500, show_default=True, help="Calibration samples.")
+@click.option(
+    "--limit", type=COUNT, default=2000, show_default=True,
+    help="Labelled samples per measurement.",
+)  # fmt: skip
 @click.option("--mean", help="Image folders: per-channel mean (after scaling to [0, 1]).")
 @click.option("--std", help="Image folders: per-channel std.")
-@click.option("--top", default=10, show_default=True, help="Layers to print.")
+@click.option("--top", type=COUNT, default=10, show_default=True, help="Layers to print.")
 @out_option("edgequant-analyze")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def analyze(
     model: str,
     data: str,
@@ -56,22 +59,21 @@ def analyze(
       edgequant analyze model.onnx --calib fashion-mnist:train --data fashion-mnist --precision w4a8
     """
     import edgequant as eq
-    from edgequant.model import check_writable_dir
+    from edgequant.outputs import check_report_dir, resolve_output_dir
     from edgequant.report.sensitivity import sensitivity_table, write_sensitivity_report
 
     folder = Path(out)
-    check_writable_dir(folder.parent if not folder.exists() else folder)
+    check_report_dir(folder)
     fp32 = eq.load(model)
     config = (eq.PTQConfig.w4a8 if precision == "w4a8" else eq.PTQConfig.int8)(
         per_channel=not per_tensor, max_calibration_samples=samples
     )
     norm = {"mean": floats(mean), "std": floats(std)}
-    calibration = eq.load_data(calib, batch_size=100, limit=samples, **norm)
-    labelled = eq.load_data(data, batch_size=500, limit=limit, **norm)
+    calibration = load_for_model(fp32, calib, batch_size=100, limit=samples, **norm)
+    labelled = load_for_model(fp32, data, batch_size=500, limit=limit, **norm)
     with progress_bars(not as_json) as progress:
         report = eq.analyze(fp32, config, calibration=calibration, data=labelled, progress=progress)
-    folder.mkdir(parents=True, exist_ok=True)
-    files = write_sensitivity_report(report, folder)
+    files = write_sensitivity_report(report, resolve_output_dir(folder))
 
     def human() -> None:
         from rich.console import Console

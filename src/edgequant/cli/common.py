@@ -70,3 +70,45 @@ def print_report(rows: list[Any], reference_top1: float, report: dict[str, Path]
 
     Console().print(Markdown(markdown_table(rows, reference_top1)))
     click.echo(f"report: {report['html']}  ({report['markdown']})")
+
+
+# Numeric options are validated when parsed, with one line naming the option (click ranges).
+COUNT = click.IntRange(min=1)  # samples, batches, threads, rounds, steps: at least one
+SEED = click.IntRange(min=0)
+
+
+class FiniteFloat(click.ParamType):
+    """A finite float above `low` (or at least `low` when `inclusive`); NaN and inf refused."""
+
+    name = "number"
+
+    def __init__(self, low: float, *, inclusive: bool) -> None:
+        self.low, self.inclusive = low, inclusive
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        ok = number >= self.low if self.inclusive else number > self.low
+        if not (ok and number == number and abs(number) != float("inf")):
+            bound = f">= {self.low:g}" if self.inclusive else f"> {self.low:g}"
+            self.fail(f"{value} is not a finite number {bound}", param, ctx)
+        return number
+
+
+POSITIVE = FiniteFloat(0.0, inclusive=False)
+NON_NEGATIVE = FiniteFloat(0.0, inclusive=True)
+
+
+def load_for_model(model: Any, spec: str, *, batch_size: int, **kwargs: Any) -> Any:
+    """`eq.load_data` for `model`: when its batch axis is fixed (a model exported at batch 8
+    takes nothing else) every batch is a multiple of that size, and the samples beyond the last
+    multiple are left out."""
+    import edgequant as eq
+
+    fixed = model.fixed_batch
+    if fixed is None or fixed == 1:
+        return eq.load_data(spec, batch_size=batch_size, **kwargs)
+    size = fixed * max(1, batch_size // fixed)  # runs as batch_size // fixed feeds of `fixed`
+    return eq.load_data(spec, batch_size=size, batch_multiple=fixed, **kwargs)

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from edgequant.cli.common import emit, floats, progress_bars
+from edgequant.cli.common import COUNT, emit, floats, load_for_model, progress_bars
 from edgequant.cli.group import cli
 
 
@@ -23,8 +23,8 @@ from edgequant.cli.group import cli
 @click.option("--layers", is_flag=True, help="Also report per-layer SQNR against --reference.")
 @click.option("--mean", help="Image folders: per-channel mean (after scaling to [0, 1]).")
 @click.option("--std", help="Image folders: per-channel std.")
-@click.option("--limit", type=int, help="Use at most this many samples.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", type=COUNT, help="Use at most this many samples.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def eval_cmd(
     model: str,
     data: str,
@@ -48,15 +48,17 @@ def eval_cmd(
     if model.endswith(".tflite"):
         _eval_tflite(model, data, reference, layers, mean, std, limit, as_json)
         return
+    if layers and reference is None:
+        raise click.UsageError("--layers needs --reference")
     m = eq.load(model)
     ref = eq.load(reference) if reference else None
-    dataset = eq.load_data(data, batch_size=256, limit=limit, mean=floats(mean), std=floats(std))
+    norm = {"mean": floats(mean), "std": floats(std)}
+    dataset = load_for_model(m, data, batch_size=256, limit=limit, **norm)
     with progress_bars(not as_json) as progress:
         res = eq.evaluate(m, dataset, reference=ref, progress=progress)
     out: dict[str, Any] = res.to_dict()
+    out["not_measured"] = _not_measured(res, data)
     if layers:
-        if ref is None:
-            raise click.UsageError("--layers needs --reference")
         from edgequant.ptq.preprocess import optimize
 
         out["layers"] = [vars(r) for r in eq.layer_sqnr(m, optimize(ref), dataset)]
@@ -65,6 +67,8 @@ def eval_cmd(
         for k, v in res.to_dict().items():
             if v is not None:
                 click.echo(f"{k:16s} {v:.4f}" if isinstance(v, float) else f"{k:16s} {v}")
+        for what in out["not_measured"]:
+            click.echo(f"not measured: {what}")
         if layers:
             worst = sorted(out["layers"], key=lambda r: r["own_sqnr_db"])[:5]
             click.echo(
@@ -81,11 +85,32 @@ def eval_cmd(
 
 @cli.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path())
-@click.option("--batch", "batches", multiple=True, type=int, default=(1, 32), show_default=True)
-@click.option("--threads", multiple=True, type=int, default=(1, 2), show_default=True)
-@click.option("--rounds", default=5, show_default=True)
+@click.option(
+    "--batch",
+    "batches",
+    multiple=True,
+    type=COUNT,
+    default=(1, 32),
+    show_default=True,
+    help="Batch size to time (repeatable).",
+)
+@click.option(
+    "--threads",
+    multiple=True,
+    type=COUNT,
+    default=(1, 2),
+    show_default=True,
+    help="ONNX Runtime intra-op threads (repeatable).",
+)
+@click.option(
+    "--rounds",
+    type=COUNT,
+    default=5,
+    show_default=True,
+    help="Timed rounds per setting; the median is reported.",
+)
 @click.option("--no-memory", is_flag=True, help="Skip the peak-memory probe.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench(
     models: tuple[str, ...],
     batches: tuple[int, ...],
@@ -135,6 +160,16 @@ def bench(
         Console().print(table)
 
     emit({"results": [r.to_dict() for r in res]}, as_json, human)
+
+
+def _not_measured(res: Any, data: str) -> list[str]:
+    """What `eval` could not measure with what it was given, said rather than left out."""
+    missing = []
+    if res.top1 is None:
+        missing.append(f"accuracy (top-1/top-5): {data} has no labels")
+    if res.agreement is None:
+        missing.append("agreement and SQNR against FP32: give --reference MODEL.onnx")
+    return missing
 
 
 def _eval_tflite(

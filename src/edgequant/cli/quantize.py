@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from edgequant.cli.common import emit, floats, progress_bars
+from edgequant.cli.common import COUNT, emit, floats, load_for_model, progress_bars
 from edgequant.cli.group import cli
 from edgequant.config import Target
 from edgequant.errors import ConfigError
@@ -53,7 +53,11 @@ TARGETS = [t.value for t in Target]
 )
 @click.option("--std", help="Image folders: per-channel std to divide by, e.g. 0.229,0.224,0.225.")
 @click.option(
-    "--samples", default=1000, show_default=True, help="Calibration samples to use at most."
+    "--samples",
+    type=COUNT,
+    default=1000,
+    show_default=True,
+    help="Calibration samples to use at most.",
 )
 @click.option(
     "--per-tensor", is_flag=True, help="One weight scale per tensor instead of per output channel."
@@ -103,7 +107,10 @@ TARGETS = [t.value for t in Target]
     is_flag=True,
     help="Static/dynamic/INT4: embedding tables (Gather on a constant table) as per-row int8.",
 )
-@click.option("--block-size", default=32, show_default=True, help="INT4: weights per scale.")
+@click.option(
+    "--block-size", type=click.IntRange(min=2), default=32, show_default=True,
+    help="INT4: weights per scale.",
+)  # fmt: skip
 @click.option("--exclude", multiple=True, help="Node name to keep in float (repeatable).")
 @click.option(
     "--layer",
@@ -163,13 +170,17 @@ def quantize(
       edgequant quantize model.onnx --method int4 --block-size 32 -o model.int4.onnx
     """
     import edgequant as eq
-    from edgequant.model import check_writable_dir
 
-    out = Path(output)
-    check_writable_dir(out.parent)
     if (model is None) == (task_entry is None):
         raise ConfigError("give an ONNX MODEL or --task module:function (one of them)")
-    data = eq.load_data(calib, batch_size=64, mean=floats(mean), std=floats(std)) if calib else None
+    out = _output(output, target == Target.TFLITE.value, (model, calib, config_file))
+    fp32 = eq.load(model) if model is not None else None
+    norm = {"mean": floats(mean), "std": floats(std)}
+    data = None
+    if calib and fp32 is not None:
+        data = load_for_model(fp32, calib, batch_size=64, **norm)
+    elif calib:
+        data = eq.load_data(calib, batch_size=64, **norm)
     if target == Target.TFLITE.value:
         from edgequant.cli.targets import write_tflite
 
@@ -187,7 +198,7 @@ def quantize(
     )  # fmt: skip
     if config_file:
         config = _read_config(Path(config_file))
-    fp32, source, data = _source(model, task_entry, data)
+    fp32, source, data = _source(fp32, model, task_entry, data)
     if config.method is eq.Method.STATIC and data is None:
         raise click.UsageError(
             "static quantization needs --calib DATA (e.g. a .npz of a few hundred inputs)"
@@ -197,7 +208,7 @@ def quantize(
         eq.require_integer(planned)  # before any work
     with progress_bars(not as_json) as progress:
         q = eq.quantize(fp32, config, calibration=data, progress=progress)
-    support = eq.check_support(q, config.target)
+    support = eq.check_support(q, config)
     if strict:
         eq.require_integer(support)
     q.provenance["source_model"] = source
@@ -231,12 +242,32 @@ def quantize(
     emit(summary, as_json, human)
 
 
-def _source(model: str | None, task_entry: str | None, data: Any) -> tuple[Any, str, Any]:
-    """The FP32 ONNX model, where it came from, and calibration data (a task brings its own)."""
-    import edgequant as eq
+def _output(output: str, tflite: bool, inputs: tuple[str | None, ...]) -> Path:
+    """The checked output path (and its sidecar's), before any work: the right suffix, not a
+    device or folder, not one of the command's inputs."""
+    from edgequant.model import sidecar_path
+    from edgequant.outputs import resolve_output
+    from edgequant.tflite.convert import tflite_sidecar
 
-    if model is not None:
-        return eq.load(model), str(Path(model).resolve()), data
+    suffix = ".tflite" if tflite else ".onnx"
+    if Path(output).suffix.lower() != suffix:
+        what = (
+            "--target tflite writes a .tflite model"
+            if tflite
+            else ("quantize writes an ONNX model (a .tflite needs --target tflite)")
+        )
+        raise ConfigError(f"-o {output}: {what}; name the output *{suffix}")
+    out = resolve_output(output, inputs=inputs)
+    resolve_output(tflite_sidecar(out) if tflite else sidecar_path(out))
+    return out
+
+
+def _source(
+    fp32: Any, model: str | None, task_entry: str | None, data: Any
+) -> tuple[Any, str, Any]:
+    """The FP32 ONNX model, where it came from, and calibration data (a task brings its own)."""
+    if fp32 is not None and model is not None:
+        return fp32, str(Path(model).resolve()), data
     from edgequant.task import load_task
     from edgequant.torch_onnx import to_onnx
 
@@ -330,9 +361,11 @@ def _read_config(path: Path) -> Any:
     import edgequant as eq
 
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes().decode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {path} is not a text (JSON) file") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"config {path} is not valid JSON: {exc.msg} (line {exc.lineno})"

@@ -17,7 +17,7 @@ TFLITE_MODES = {"static": "int8", "dynamic": "dynamic", "fp16": "fp16"}
 
 
 @cli.command(name="targets")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def targets_cmd(as_json: bool) -> None:
     """The deployment target presets: what each one changes, and why."""
     from edgequant.targets import PRESETS
@@ -60,7 +60,7 @@ def targets_cmd(as_json: bool) -> None:
     help="Target preset to check against (default: this CPU; .tflite models: LiteRT).",
 )
 @click.option("--strict", is_flag=True, help="Exit 2 if any node runs in float on the target.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def check_cmd(model: str, target: str | None, strict: bool, as_json: bool) -> None:
     """Which nodes of MODEL run in integer on a target, which stay float, and why.
 

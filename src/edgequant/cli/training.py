@@ -7,9 +7,17 @@ from typing import Any
 
 import click
 
-from edgequant.cli.common import emit, out_option, print_report, progress_bars
+from edgequant.cli.common import (
+    COUNT,
+    POSITIVE,
+    SEED,
+    emit,
+    out_option,
+    print_report,
+    progress_bars,
+)
 from edgequant.cli.group import cli
-from edgequant.model import check_writable_dir
+from edgequant.errors import ConfigError
 from edgequant.task import BUILTIN
 
 PRECISIONS = ["w8a8", "w4a8", "w4a4"]
@@ -17,7 +25,8 @@ PRECISIONS = ["w8a8", "w4a8", "w4a4"]
 
 @cli.command()
 @out_option("edgequant-demo")
-def demo(out: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the report's data as JSON.")
+def demo(out: str, as_json: bool) -> None:
     """Run the whole workflow on Fashion-MNIST with a built-in edge CNN.
 
     Trains the FP32 model (about 2.5 minutes on 2 cores, cached afterwards), quantizes it every
@@ -32,10 +41,21 @@ def demo(out: str) -> None:
 
     from edgequant.demo import run_demo
 
-    with progress_bars() as progress:
+    with progress_bars(not as_json) as progress:
         result = run_demo(Path(out), progress=progress)
+    if as_json:
+        emit(_report_json(result.report), True, lambda: None)
+        return
     Console().print(Markdown(result.targets.markdown()))
     print_report(result.rows, result.reference_top1, result.report)
+
+
+def _report_json(report: dict[str, Path]) -> dict[str, Any]:
+    """The report's own JSON (what report.json holds) and where its files are."""
+    import json
+
+    data = json.loads(report["json"].read_text())
+    return {**data, "report": {k: str(v) for k, v in report.items()}}
 
 
 def _task_option(f: Any) -> Any:
@@ -60,8 +80,11 @@ def _task_option(f: Any) -> Any:
     show_default=True,
     help="Precisions to compare (repeatable).",
 )
-@click.option("--steps", type=int, help="QAT steps (default: 400 at 8-bit weights, 800 at 4).")
-def compare_cmd(out: str, task_entry: str, precisions: tuple[str, ...], steps: int | None) -> None:
+@click.option("--steps", type=COUNT, help="QAT steps (default: 400 at 8-bit weights, 800 at 4).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report's data as JSON.")
+def compare_cmd(
+    out: str, task_entry: str, precisions: tuple[str, ...], steps: int | None, as_json: bool
+) -> None:
     """PTQ against QAT on one model: accuracy drop, time to quantize, data used, size and
     latency, with plots (about 7 minutes on 2 cores for the built-in task).
 
@@ -71,13 +94,17 @@ def compare_cmd(out: str, task_entry: str, precisions: tuple[str, ...], steps: i
       edgequant compare --task mytrain:make_task --precision w4a8 --steps 300
     """
     from edgequant.comparison import compare, default_recipe
+    from edgequant.outputs import check_report_dir
     from edgequant.task import load_task
 
     recipes = [default_recipe(p, steps) for p in precisions]
-    check_writable_dir(Path(out).parent if not Path(out).exists() else Path(out))
+    check_report_dir(out)
     task = load_task(task_entry)
-    with progress_bars() as progress:
+    with progress_bars(not as_json) as progress:
         result = compare(task, recipes=recipes, out_dir=Path(out), progress=progress)
+    if as_json:
+        emit(_report_json(result.report), True, lambda: None)
+        return
     print_report(result.rows, result.reference_top1, result.report)
 
 
@@ -90,7 +117,10 @@ def compare_cmd(out: str, task_entry: str, precisions: tuple[str, ...], steps: i
     help="Where to write the QAT .onnx (a .quant.json goes beside it).",
 )
 @_task_option
-@click.option("--precision", type=click.Choice(PRECISIONS), default="w8a8", show_default=True)
+@click.option(
+    "--precision", type=click.Choice(PRECISIONS), default="w8a8", show_default=True,
+    help="Weights and activations: w8a8, w4a8 (4-bit weights) or w4a4.",
+)  # fmt: skip
 @click.option(
     "--ranges",
     type=click.Choice(["lsq", "frozen", "moving-minmax"]),
@@ -98,16 +128,23 @@ def compare_cmd(out: str, task_entry: str, precisions: tuple[str, ...], steps: i
     show_default=True,
     help="Activation ranges: learned (LSQ), kept as calibrated, or a moving min-max.",
 )
-@click.option("--steps", type=int, help="Training steps (default: 400 at 8-bit weights, 800 at 4).")
-@click.option("--lr", type=float, help="Learning rate (default: 5e-4 at 8-bit weights, 2e-3 at 4).")
+@click.option(
+    "--steps", type=COUNT, help="Training steps (default: 400 at 8-bit weights, 800 at 4)."
+)
+@click.option(
+    "--lr", type=POSITIVE, help="Learning rate (default: 5e-4 at 8-bit weights, 2e-3 at 4)."
+)
 @click.option(
     "--keep-8bit", multiple=True, help="Module whose weights stay 8-bit (repeatable), e.g. conv1."
 )
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the training run.")
 @click.option(
     "--checkpoint-dir", type=click.Path(), help="Write checkpoints here; resume from one found."
 )
-@click.option("--checkpoint-every", default=100, show_default=True)
+@click.option(
+    "--checkpoint-every", type=COUNT, default=100, show_default=True,
+    help="Steps between checkpoints.",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 def qat(
     output: str,
@@ -138,13 +175,17 @@ def qat(
 
     import edgequant as eq
     from edgequant.comparison import default_recipe
+    from edgequant.model import sidecar_path
+    from edgequant.outputs import resolve_output
     from edgequant.qat.config import RangeLearning
     from edgequant.qat.distributed import init_from_env, is_main_process, rank_and_world, shutdown
     from edgequant.task import load_task
     from edgequant.torch_onnx import to_onnx
 
-    out = Path(output)
-    check_writable_dir(out.parent)
+    if Path(output).suffix.lower() != ".onnx":
+        raise ConfigError(f"-o {output}: qat writes an ONNX model; name the output *.onnx")
+    out = resolve_output(output)
+    resolve_output(sidecar_path(out))
     recipe = default_recipe(precision, steps, lr)
     config = dataclasses.replace(
         recipe.config,

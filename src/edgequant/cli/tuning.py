@@ -8,7 +8,16 @@ from pathlib import Path
 
 import click
 
-from edgequant.cli.common import emit, floats, out_option, progress_bars
+from edgequant.cli.common import (
+    COUNT,
+    NON_NEGATIVE,
+    POSITIVE,
+    emit,
+    floats,
+    load_for_model,
+    out_option,
+    progress_bars,
+)
 from edgequant.cli.group import cli
 
 _UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3}
@@ -30,12 +39,16 @@ def parse_size(text: str) -> int:
     help="Labelled validation data the accuracy drop is measured on (as for analyze).",
 )
 @click.option("--calib", required=True, help="Calibration data (as for quantize).")
-@click.option("--max-drop", default=0.5, show_default=True, help="Top-1 points below FP32 allowed.")
-@click.option("--max-size", help="Largest model allowed, e.g. 300KB or 1.5MB.")
-@click.option("--max-latency", type=float, help="Latency budget, as a ratio to FP32 (e.g. 0.8).")
 @click.option(
-    "--latency-batch", default=1, show_default=True, help="Batch the latency is timed at."
-)
+    "--max-drop", type=NON_NEGATIVE, default=0.5, show_default=True,
+    help="Top-1 points below FP32 allowed.",
+)  # fmt: skip
+@click.option("--max-size", help="Largest model allowed, e.g. 300KB or 1.5MB.")
+@click.option("--max-latency", type=POSITIVE, help="Latency budget, as a ratio to FP32 (e.g. 0.8).")
+@click.option(
+    "--latency-batch", type=COUNT, default=1, show_default=True,
+    help="Batch the latency is timed at.",
+)  # fmt: skip
 @click.option(
     "--precisions",
     default="int4,int8,fp32",
@@ -43,9 +56,16 @@ def parse_size(text: str) -> int:
     help="The precisions to choose from: int4, int8, int16, fp16, fp32.",
 )
 @click.option(
-    "--time-budget", default=600.0, show_default=True, help="Seconds; the search stops then."
+    "--time-budget",
+    type=POSITIVE,
+    default=600.0,
+    show_default=True,
+    help="Seconds; the search stops then.",
 )
-@click.option("--max-trials", default=100, show_default=True, help="Candidates measured at most.")
+@click.option(
+    "--max-trials", type=COUNT, default=100, show_default=True,
+    help="Candidates measured at most.",
+)  # fmt: skip
 @click.option("--per-tensor", is_flag=True, help="One weight scale per tensor.")
 @click.option("--adaround", is_flag=True, help="AdaRound every integer layer (needs torch).")
 @click.option(
@@ -55,13 +75,18 @@ def parse_size(text: str) -> int:
     show_default=True,
     help="Where trials run; auto = Ray when installed (pip install 'edgequant[ray]').",
 )
-@click.option("--workers", default=2, show_default=True, help="Ray workers started locally.")
-@click.option("--samples", default=500, show_default=True, help="Calibration samples.")
-@click.option("--limit", default=2000, show_default=True, help="Labelled samples to measure on.")
+@click.option(
+    "--workers", type=COUNT, default=2, show_default=True, help="Ray workers started locally."
+)
+@click.option("--samples", type=COUNT, default=500, show_default=True, help="Calibration samples.")
+@click.option(
+    "--limit", type=COUNT, default=2000, show_default=True,
+    help="Labelled samples to measure on.",
+)  # fmt: skip
 @click.option("--mean", help="Image folders: per-channel mean (after scaling to [0, 1]).")
 @click.option("--std", help="Image folders: per-channel std.")
 @out_option("edgequant-tune")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def tune(
     model: str,
     data: str,
@@ -95,7 +120,9 @@ def tune(
     """
     import edgequant as eq
     from edgequant.errors import ConfigError
+    from edgequant.outputs import check_report_dir
 
+    check_report_dir(out)
     try:
         ladder = tuple(eq.Precision(p.strip()) for p in precisions.split(","))
     except ValueError as exc:
@@ -119,8 +146,8 @@ def tune(
     )
     fp32 = eq.load(model)
     norm = {"mean": floats(mean), "std": floats(std)}
-    calibration = eq.load_data(calib, batch_size=100, limit=samples, **norm)
-    labelled = eq.load_data(data, batch_size=500, limit=limit, **norm)
+    calibration = load_for_model(fp32, calib, batch_size=100, limit=samples, **norm)
+    labelled = load_for_model(fp32, data, batch_size=500, limit=limit, **norm)
     with progress_bars(not as_json) as progress:
         result = eq.tune(
             fp32, config, calibration=calibration, data=labelled, out_dir=out, progress=progress

@@ -7,6 +7,7 @@ histograms are kept, so peak memory does not grow with the number of samples.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgequant.data import as_batches
-from edgequant.errors import DataError
+from edgequant.errors import CalibrationWarning, DataError
 from edgequant.model import Model
 from edgequant.observers import ChannelMean, HistogramObserver
 from edgequant.progress import ProgressFn, silent
@@ -24,8 +25,53 @@ from edgequant.runtime.session import (
     input_specs,
     make_feed,
     make_session,
+    run_session,
     split_for_fixed_batch,
 )
+
+DEGENERATE_SHARE = 0.5  # above this share of constant tensors, the data cannot be representative
+
+
+def warn_if_degenerate(
+    observers: Mapping[str, HistogramObserver],
+    non_float: set[str],
+    input_ranges: Mapping[str, tuple[float, float]],
+) -> None:
+    """Warn when the model's float inputs held one value each over the whole calibration set
+    (all-zero images, a scaling that clipped everything), or most observed tensors did: the
+    ranges then say nothing about real inputs and the quantized model will not keep its
+    accuracy. (One constant input beside varying ones is normal: a zero initial state, a
+    sample rate; `input_ranges` holds only inputs with more than one value per sample.)"""
+    constant = [(name, lo) for name, (lo, hi) in input_ranges.items() if lo == hi]
+    if constant and len(constant) == len(input_ranges):
+        name, value = constant[0]
+        warnings.warn(
+            f"calibration input {name!r} holds the single value {value:g} in every sample: "
+            "the ranges will not fit real inputs; calibrate on real, varied inputs",
+            CalibrationWarning,
+            stacklevel=3,
+        )
+        return
+    ranges = [o for t, o in observers.items() if t not in non_float and o.max_val >= o.min_val]
+    flat = sum(o.max_val == o.min_val for o in ranges)
+    if ranges and flat / len(ranges) > DEGENERATE_SHARE:
+        warnings.warn(
+            f"{flat} of {len(ranges)} calibrated tensors held a single value over the whole "
+            "calibration set (constant or all-zero data?): their ranges are empty and accuracy "
+            "will suffer; calibrate on real, varied inputs",
+            CalibrationWarning,
+            stacklevel=3,
+        )
+
+
+def _update_ranges(
+    ranges: dict[str, tuple[float, float]], feed: Mapping[str, NDArray[Any]]
+) -> None:
+    for name, arr in feed.items():
+        if arr.dtype.kind == "f" and arr.ndim > 1 and arr[0].size > 1:
+            lo, hi = float(arr.min()), float(arr.max())
+            old = ranges.get(name, (lo, hi))
+            ranges[name] = (min(lo, old[0]), max(hi, old[1]))
 
 
 @dataclass
@@ -68,13 +114,15 @@ def calibrate(
     kept: dict[str, list[NDArray[np.float32]]] = {t: [] for t in keep}
     kept_samples = 0
     non_float: set[str] = set()
+    input_ranges: dict[str, tuple[float, float]] = {}
     samples = 0
     for batch in as_batches(data):
         feed = make_feed(batch, specs)
+        _update_ranges(input_ranges, feed)
         n = min(len(next(iter(feed.values()))), max_samples - samples)
         feed = {k: v[:n] for k, v in feed.items()}
         for part in split_for_fixed_batch(feed, specs):
-            values = dict(zip(out_names, session.run(out_names, part), strict=True))
+            values = dict(zip(out_names, run_session(session, out_names, part), strict=True))
             values.update(
                 {
                     k: v
@@ -107,6 +155,7 @@ def calibrate(
         raise DataError(
             "the calibration data is empty: give at least one batch (a few hundred samples is typical)"
         )
+    warn_if_degenerate(observers, non_float, input_ranges)
     return CalibrationResult(
         observers,
         non_float,

@@ -24,15 +24,24 @@ FP16_OPS = frozenset({"Conv", "Gemm", "MatMul"})  # float inputs, float weights:
 _WIDER = {QType.UINT8: QType.UINT16, QType.INT8: QType.INT16}
 
 
-def check_names(precisions: Mapping[str, Precision], graph: onnx.GraphProto) -> None:
-    """A precision for a node the graph does not have is a typo, never silently ignored."""
+def check_names(
+    precisions: Mapping[str, Precision],
+    graph: onnx.GraphProto,
+    excluded: tuple[str, ...] = (),
+) -> None:
+    """A precision for a node the graph does not have is a typo, never silently ignored; the
+    message names the option it came from (`exclude_nodes`/--exclude or `layer_precisions`)."""
     ops = {n.name: n.op_type for n in graph.node}
-    unknown = sorted(set(precisions) - set(ops))
-    if unknown:
-        raise ConfigError(
-            f"layer_precisions name nodes the model does not have: {unknown[:5]}; "
-            "`edgequant analyze` lists the layer names"
-        )
+    for option, names in (
+        ("exclude_nodes (--exclude)", [n for n in excluded]),
+        ("layer_precisions (--layer)", [n for n in precisions if n not in excluded]),
+    ):
+        unknown = sorted(set(names) - set(ops))
+        if unknown:
+            raise ConfigError(
+                f"{option} names nodes the model does not have: {unknown[:5]}; "
+                "`edgequant check MODEL` lists the node names"
+            )
     halves = sorted(
         k for k, v in precisions.items() if v is Precision.FP16 and ops[k] not in FP16_OPS
     )

@@ -113,7 +113,7 @@ def calibrate_static(
             "an eq.ArrayDataset or eq.Dataset(list), not a one-shot iterator or generator"
         )
     fp32 = optimize(model, min_opset=min_opset(config))
-    check_names(config.precisions, fp32.proto.graph)
+    check_names(config.precisions, fp32.proto.graph, config.exclude_nodes)
     exclude = frozenset(float_layers(config.precisions))
     equalized = smoothed = 0
     if config.equalization is Equalization.CROSS_LAYER:
@@ -179,7 +179,7 @@ def quantize_calibrated(
     config = cal.config
     layers = {**config.precisions, **(precisions or {})}
     layers.update({name: Precision.FP32 for name in exclude})
-    check_names(layers, cal.fp32.proto.graph)
+    check_names(layers, cal.fp32.proto.graph, (*config.exclude_nodes, *exclude))
     floats = float_layers(layers)
     proto = onnx.ModelProto()
     proto.CopyFrom(cal.fp32.proto)  # bias correction edits biases of the nodes quantized now

@@ -46,6 +46,9 @@ def evaluate(
     sess = make_session(model, threads)
     ref = make_session(reference, threads) if reference is not None else None
     specs = input_specs(sess)
+    ref_specs = input_specs(ref) if ref is not None else []
+    if ref is not None:
+        _check_same_inputs(specs, ref_specs)
     hits1 = hits5 = ref_hits = agree = n = 0
     signal = noise = 0.0
     labelled = True
@@ -55,10 +58,11 @@ def evaluate(
         logits = np.asarray(run_feed(sess, feed, specs)[0])
         labelled = labelled and labels is not None
         if labels is not None:
+            check_labels(labels, logits)
             hits1 += int((logits.argmax(-1) == labels).sum())
             hits5 += int(_topk_hits(logits, labels, 5))
         if ref is not None:
-            ref_logits = np.asarray(run_feed(ref, feed, specs)[0])
+            ref_logits = np.asarray(run_feed(ref, _reference_feed(batch, ref_specs), ref_specs)[0])
             agree += int((ref_logits.argmax(-1) == logits.argmax(-1)).sum())
             signal += float(np.sum(ref_logits.astype(np.float64) ** 2))
             noise += float(np.sum((ref_logits.astype(np.float64) - logits) ** 2))
@@ -78,6 +82,46 @@ def evaluate(
         else None,
         reference_top1=ref_hits / n if ref is not None and labelled else None,
     )
+
+
+def _reference_feed(batch: Any, specs: Any) -> dict[str, Any]:
+    try:
+        return make_feed(batch, specs)
+    except DataError as exc:
+        raise DataError(f"the reference model does not take this data: {exc}") from None
+
+
+def _check_same_inputs(specs: Any, ref_specs: Any) -> None:
+    ours = {s.name: s.shape for s in specs}
+    theirs = {s.name: s.shape for s in ref_specs}
+    if set(ours) != set(theirs):
+        raise DataError(
+            f"the reference model's inputs {sorted(theirs)} differ from the model's "
+            f"{sorted(ours)}: give the FP32 model this one was made from"
+        )
+
+
+def check_labels(labels: np.ndarray, logits: np.ndarray) -> None:
+    """Labels are class ids, one per prediction, in [0, classes): anything else would score
+    as a silent 0% (the model's first output gives scores over its last axis)."""
+    classes = logits.shape[-1]
+    if labels.shape != logits.shape[:-1]:
+        hint = (
+            ": one-hot labels? give class ids (labels.argmax(-1))"
+            if labels.shape == logits.shape
+            else ""
+        )
+        raise DataError(
+            f"labels have shape {labels.shape} but the model's first output {logits.shape} "
+            f"needs one class id per row, shape {logits.shape[:-1]}{hint}"
+        )
+    if labels.dtype.kind not in "biu" and not np.all(np.equal(np.mod(labels, 1), 0)):
+        raise DataError("labels must be integer class ids, got fractional values")
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise DataError(
+            f"labels range over [{labels.min():g}, {labels.max():g}] but the model scores "
+            f"{classes} classes (ids 0..{classes - 1}): fix the labels or the model"
+        )
 
 
 def _topk_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from edgequant.errors import DataError, ModelError
+from edgequant.errors import DataError, ModelError, user_error
 from edgequant.model import Model
 
 _ORT_TYPES = {
@@ -47,7 +48,7 @@ def make_session(
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # failures come back as exceptions, said in one line
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     if threads is not None:
@@ -99,10 +100,13 @@ def _check_array(arr: NDArray[Any], spec: InputSpec) -> NDArray[Any]:
             f"dimensions {_fmt(spec.shape)}"
         )
     for i, (got, want) in enumerate(zip(arr.shape, spec.shape, strict=True)):
-        if isinstance(want, int) and want > 0 and got != want and not (i == 0 and want == 1):
-            raise DataError(
-                f"input {spec.name!r}: data has shape {arr.shape}, the model expects {_fmt(spec.shape)}"
-            )
+        if not isinstance(want, int) or want <= 0 or got == want:
+            continue
+        if i == 0 and got > 0 and got % want == 0:
+            continue  # a fixed batch axis: run_feed feeds it `want` samples at a time
+        raise DataError(
+            f"input {spec.name!r}: data has shape {arr.shape}, the model expects {_fmt(spec.shape)}"
+        )
     if arr.dtype != spec.dtype:
         same_kind = np.issubdtype(arr.dtype, np.floating) == np.issubdtype(spec.dtype, np.floating)
         if not same_kind:
@@ -118,12 +122,13 @@ def _check_array(arr: NDArray[Any], spec: InputSpec) -> NDArray[Any]:
 def split_for_fixed_batch(
     feed: dict[str, NDArray[Any]], specs: list[InputSpec]
 ) -> list[dict[str, NDArray[Any]]]:
-    """A model exported with batch size 1 gets a batch of N as N single-sample feeds."""
-    fixed_one = all(isinstance(s.shape[0], int) and s.shape[0] == 1 for s in specs if s.shape)
+    """A model exported with a fixed batch size B gets a batch of k*B as k feeds of B."""
+    sizes = {s.shape[0] for s in specs if s.shape}
+    fixed = sizes.pop() if len(sizes) == 1 else None
     n = len(next(iter(feed.values())))
-    if not fixed_one or n == 1:
+    if not isinstance(fixed, int) or fixed < 1 or n == fixed or n % fixed:
         return [feed]
-    return [{k: v[i : i + 1] for k, v in feed.items()} for i in range(n)]
+    return [{k: v[i : i + fixed] for k, v in feed.items()} for i in range(0, n, fixed)]
 
 
 def _fmt(shape: tuple[int | str | None, ...]) -> str:
@@ -136,9 +141,27 @@ def run_feed(
     specs: list[InputSpec],
     outputs: list[str] | None = None,
 ) -> list[NDArray[Any]]:
-    """Run one batch; a model with a fixed batch size of 1 runs sample by sample, concatenated."""
+    """Run one batch; a model with a fixed batch size B runs B samples at a time, concatenated."""
     parts = split_for_fixed_batch(feed, specs)
     if len(parts) == 1:
-        return session.run(outputs, parts[0])
-    runs = [session.run(outputs, part) for part in parts]
+        return run_session(session, outputs, parts[0])
+    runs = [run_session(session, outputs, part) for part in parts]
     return [np.concatenate(chunk) for chunk in zip(*runs, strict=True)]
+
+
+def run_session(
+    session: Any, outputs: list[str] | None, feed: Mapping[str, NDArray[Any]]
+) -> list[NDArray[Any]]:
+    """`session.run`, with ONNX Runtime's failures said in one line: out of memory (what to do
+    about it), or the node that failed on this data."""
+    try:
+        return list(session.run(outputs, dict(feed)))
+    except Exception as exc:
+        mapped = user_error(exc)
+        if mapped is not None:
+            raise mapped from None
+        text = str(exc).strip()
+        first = text.split("Status Message:")[-1].strip().splitlines()[0][:300] if text else ""
+        node = re.search(r"running (\w+) node\. Name:'([^']*)'", text)
+        where = f" at node {node.group(2)!r} ({node.group(1)})" if node else ""
+        raise ModelError(f"ONNX Runtime failed running the model{where}: {first}") from None

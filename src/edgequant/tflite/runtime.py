@@ -15,6 +15,7 @@ import numpy as np
 
 from edgequant.data import split_item
 from edgequant.errors import DataError, DependencyError
+from edgequant.runtime.evaluate import check_labels
 from edgequant.support import NodeSupport, SupportReport
 from edgequant.tflite.convert import TFLiteModel, native_output_captured
 
@@ -51,6 +52,7 @@ def evaluate_tflite(model: TFLiteModel, data: Iterable[Any], *, threads: int = 2
         if labels is None:
             raise DataError("accuracy needs labelled data: (inputs, labels) batches")
         logits = _predict(it, np.asarray(x))
+        check_labels(labels, logits)
         hits += int((logits.argmax(-1) == labels).sum())
         n += len(labels)
     if n == 0:
