@@ -234,15 +234,37 @@ def test_unwritable_output_folder(tmp_path, model_path, calib_npz, monkeypatch, 
 
 def test_write_failure_leaves_no_partial_file(tmp_path, monkeypatch) -> None:
     """An error while writing (disk full, interrupt) removes the temporary file; nothing else appears."""
-    import edgequant.model as model_mod
+    import edgequant.outputs as outputs
 
     def failing_replace(src, dst):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(model_mod.os, "replace", failing_replace)
+    monkeypatch.setattr(outputs.os, "replace", failing_replace)
     with pytest.raises(KeyboardInterrupt):
-        model_mod.write_atomic(tmp_path / "m.onnx", b"x" * 100)
+        outputs.write_atomic(tmp_path / "m.onnx", b"x" * 100)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_model_and_sidecar_appear_together_or_not_at_all(tmp_path, monkeypatch) -> None:
+    """The second rename of a group fails: the first is undone, and a file it had replaced
+    comes back unchanged."""
+    import edgequant.outputs as outputs
+
+    old = tmp_path / "m.onnx"
+    old.write_bytes(b"the previous model")
+    real_replace, calls = os.replace, []
+
+    def second_fails(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", second_fails)
+    with pytest.raises(OSError):
+        outputs.write_files({old: b"new model", tmp_path / "m.quant.json": b"{}"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    assert old.read_bytes() == b"the previous model"
 
 
 def test_static_without_calibration_data(model_path, out) -> None:
