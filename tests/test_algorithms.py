@@ -199,6 +199,7 @@ def w4a8_results(fp32_model, calibration, test_data):
     return run(eq.Rounding.NEAREST), run(eq.Rounding.ADAROUND)
 
 
+@pytest.mark.slow
 def test_adaround_w4a8_on_the_demo_model(w4a8_results) -> None:
     """Issue 4's bar: W4A8 with AdaRound within 1.0 point of FP32 and better than round-to-nearest
     (measured on 10,000 test images: nearest 0.91 points down, 15.5 dB; AdaRound 0.15, 20.6 dB)."""

@@ -472,7 +472,7 @@ def test_signal_at_any_moment_exits_cleanly(work, sig, code, word) -> None:
     tmpdir.mkdir()
     env = {**os.environ, "TMPDIR": str(tmpdir)}
     interrupted = 0
-    for delay in (0.5, 0.65, 0.8, 1.0, 1.3, 1.7):
+    for delay in (0.2, 0.35, 0.5, 0.7, 0.9, 1.2, 1.6):
         proc = subprocess.Popen([*CLI, "quantize", "m.onnx", "--calib", "calib.npz", "-o", "q.onnx"],
                                 cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)  # fmt: skip

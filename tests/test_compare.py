@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 import edgequant as eq
 from edgequant.comparison import Recipe, compare
 from edgequant.task import TrainingTask
+
+pytestmark = pytest.mark.slow  # minutes in all: not in the fast lane
 
 
 def test_compare_reports_ptq_and_qat_side_by_side(fmnist, calibration, tmp_path: Path) -> None:

@@ -15,10 +15,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 import edgequant as eq
 from edgequant.qat.train import CHECKPOINT
+
+pytestmark = pytest.mark.slow  # minutes in all: not in the fast lane
+
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 WORKER = str(Path(__file__).parent / "ddp_worker.py")

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 import edgequant as eq
 from edgequant.demo import run_demo, variants
+
+pytestmark = pytest.mark.slow  # minutes in all: not in the fast lane
 
 
 def test_demo_writes_a_complete_report(tmp_path: Path) -> None:

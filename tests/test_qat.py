@@ -214,6 +214,7 @@ def test_corrupt_checkpoint_is_a_clear_error(calibration, fmnist, tmp_path) -> N
         )
 
 
+@pytest.mark.slow
 def test_w4a8_exports_int4_weights(calibration, fmnist) -> None:
     """4-bit weights are stored as INT4 (opset 21) and the export agrees with the fake-quant model.
 
@@ -266,6 +267,7 @@ def test_moving_minmax_follows_batch_ranges() -> None:
     assert q.running_range.tolist() == pytest.approx([lo, hi])
 
 
+@pytest.mark.slow
 def test_w4a4_exports_uint4_activations(calibration, fmnist) -> None:
     """W4A4: 4-bit weights (int4) and 4-bit activations (uint4) in the exported graph, which
     ONNX Runtime runs (through float: it has no 4-bit activation kernels) in agreement with the

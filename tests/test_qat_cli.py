@@ -11,6 +11,9 @@ import pytest
 
 from tests.test_cli import assert_user_error, edgequant
 
+pytestmark = pytest.mark.slow  # minutes in all: not in the fast lane
+
+
 TASK = """
 import os
 

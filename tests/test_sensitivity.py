@@ -12,6 +12,8 @@ import edgequant as eq
 from edgequant.errors import ConfigError
 from tests.test_cli import edgequant
 
+pytestmark = pytest.mark.slow  # minutes in all: not in the fast lane
+
 
 @pytest.fixture(scope="module")
 def small(fmnist):

@@ -15,6 +15,8 @@ import pytest
 import edgequant as eq
 from tests.test_cli import assert_user_error, edgequant
 
+pytestmark = pytest.mark.slow  # minutes in all: not in the fast lane
+
 
 @pytest.fixture(scope="module")
 def torch_model():

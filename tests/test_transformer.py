@@ -19,6 +19,9 @@ INT4_G32 = QuantSpec(QType.INT4, Symmetry.SYMMETRIC, PerGroup(32, 0))
 
 
 # Math unit tests (synthetic tensors) --------------------------------------------------------
+pytestmark = pytest.mark.slow  # minutes in all: not in the fast lane
+
+
 def test_smoothing_scales_balance_activation_and_weight_ranges() -> None:
     rng = np.random.default_rng(0)
     act = rng.uniform(0.1, 50.0, 64)

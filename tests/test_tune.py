@@ -16,6 +16,8 @@ import pytest
 import edgequant as eq
 from edgequant.errors import ConfigError, DataError
 
+pytestmark = pytest.mark.slow  # minutes in all: not in the fast lane
+
 
 @pytest.fixture(scope="module")
 def validation(fmnist):

@@ -10,7 +10,6 @@ files are removed first). Anything else is a bug in edgequant and keeps its trac
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,40 +18,20 @@ from typing import Any
 __all__ = ["cli", "main"]
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that `finally` blocks remove temporary files."""
-
-
-_interrupted = False
-
-
-def _on_sigint(signum: int, frame: Any) -> None:
-    global _interrupted
-    _interrupted = True
-    raise KeyboardInterrupt
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated
-
-
-def _install_signal_handlers() -> None:
-    """Ctrl-C is remembered (a C extension turns it into an ImportError: it is still an
-    interrupt); SIGTERM unwinds like an exception, so temporary files are removed. They stay
-    installed until the process exits: a signal during shutdown still exits 130/143."""
-    global _interrupted
-    _interrupted = False
-    signal.signal(signal.SIGINT, _on_sigint)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-
-
 def main() -> None:
     """Entry point: run the command and exit with the code the module docstring promises."""
+    from edgequant.cli import signals
+
     as_json = "--json" in sys.argv[1:]
-    _install_signal_handlers()
-    code, message = _run()
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, signal.SIG_IGN)  # the work is done (or failed): exit with its code
+    signals.install()
+    try:
+        code, message = _run()
+    except KeyboardInterrupt:  # before _run's own handlers existed (while importing click)
+        code, message = 130, "interrupted"
+    except signals.Terminated:
+        code, message = 143, "terminated"
+    finally:
+        signals.ignore()
     if message is not None:
         _report(message, code, as_json)
     if code in (130, 143):
@@ -69,6 +48,8 @@ def _run() -> tuple[int, str | None]:
     """(exit code, one-line message or None) of running the command line."""
     import click
 
+    from edgequant.cli import signals
+    from edgequant.cli.signals import Terminated
     from edgequant.errors import EdgeQuantError, user_error
 
     try:
@@ -93,7 +74,7 @@ def _run() -> tuple[int, str | None]:
     except SystemExit as exc:  # a command's own exit code (tune: 1 when nothing fits)
         return int(exc.code or 0), None
     except BaseException as exc:
-        if _interrupted:  # e.g. ImportError "initialization failed" after a Ctrl-C
+        if signals.interrupted:  # e.g. ImportError "initialization failed" after a Ctrl-C
             return 130, "interrupted"
         mapped = user_error(exc)
         if mapped is None:
