@@ -7,7 +7,7 @@ import json
 import pytest
 
 import edgequant as eq
-from edgequant.config import ACTIVATIONS_UINT8, Target, default_activations
+from edgequant.config import ACTIVATIONS_UINT8, Coverage, Target
 from edgequant.errors import ConfigError
 
 
@@ -48,5 +48,54 @@ def test_group_size_must_be_a_power_of_two() -> None:
 def test_x86_and_arm_default_to_uint8_activations() -> None:
     """ORT's integer CPU kernels are u8 x s8; s8 activations ran 1.7-2x slower (see the demo)."""
     for target in (Target.X86_VNNI, Target.X86, Target.ARM64):
-        assert default_activations(target) == ACTIVATIONS_UINT8
-    assert eq.PTQConfig.int8().activation_spec == ACTIVATIONS_UINT8
+        assert eq.PTQConfig.int8(target=target).activations == ACTIVATIONS_UINT8
+    assert eq.PTQConfig.int8().activations == ACTIVATIONS_UINT8
+
+
+@pytest.mark.parametrize("target", list(Target))
+def test_a_preset_resolves_once_into_the_configs_own_fields(target: Target) -> None:
+    """`int8(target=X)` and `for_target(X)` are the same config, and it states every fact of the
+    preset itself: the sidecar means what it says whatever the table says later."""
+    from edgequant.targets import preset
+
+    config = eq.PTQConfig.int8(target=target)
+    assert config == eq.PTQConfig.for_target(target) == eq.PTQConfig.for_target(target.value)
+    p = preset(target)
+    assert (config.weights, config.activations, config.coverage) == (
+        p.weights, p.activations, p.coverage,
+    )  # fmt: skip
+    assert config.full_integer == p.full_integer
+    assert config.per_tensor_weight_ops == tuple(sorted(p.per_tensor_weight_ops))
+    data = config.to_dict()
+    assert data["coverage"] == p.coverage.value and data["full_integer"] == p.full_integer
+    assert eq.PTQConfig.from_dict(json.loads(json.dumps(data))) == config
+
+
+def test_explicit_fields_win_over_the_preset() -> None:
+    config = eq.PTQConfig.int8(target=Target.NPU, coverage=Coverage.WEIGHTED, full_integer=False)
+    assert (config.coverage, config.full_integer) == (Coverage.WEIGHTED, False)
+    assert eq.PTQConfig.from_dict(config.to_dict()) == config
+
+
+def test_version_1_files_take_missing_fields_from_their_targets_preset() -> None:
+    """Sidecars written before the preset was resolved into the config still load."""
+    data = eq.PTQConfig.for_target(Target.NPU).to_dict()
+    for key in ("full_integer", "per_tensor_weight_ops", "coverage"):
+        del data[key]
+    data["version"] = 1
+    assert eq.PTQConfig.from_dict(data) == eq.PTQConfig.for_target(Target.NPU)
+
+
+@pytest.mark.slow
+def test_every_module_imports_on_its_own() -> None:
+    """No import cycle: each module of the package imports first in a fresh interpreter."""
+    import pkgutil
+    import subprocess
+    import sys
+
+    names = [m.name for m in pkgutil.walk_packages(eq.__path__, "edgequant.")]
+    names = [n for n in names if not n.endswith("__main__")]
+    code = "import importlib, sys\nfor n in sys.argv[1:]:\n    importlib.import_module(n)\n"
+    for name in names:  # one process per module: each must import first, on its own
+        proc = subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True)
+        assert proc.returncode == 0, (name, proc.stderr[-500:])

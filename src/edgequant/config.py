@@ -6,135 +6,29 @@ exactly how it was made. Unknown keys are errors; enums replace strings and bool
 
 from __future__ import annotations
 
-import enum
 import json
-import platform
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
 from typing import Any
 
+from edgequant.choices import (
+    BiasCorrection,
+    Calibrator,
+    Coverage,
+    Embeddings,
+    Equalization,
+    Method,
+    Precision,
+    Rounding,
+    Smoothing,
+    Target,
+)
 from edgequant.errors import ConfigError
 from edgequant.spec import PerChannel, PerGroup, PerTensor, QType, QuantSpec, Symmetry
+from edgequant.targets import preset
 
-CONFIG_VERSION = 1
-
-
-class Method(enum.Enum):
-    """How the model is made smaller."""
-
-    STATIC = "static"  # int8 weights and activations, ranges from calibration data
-    DYNAMIC = "dynamic"  # int8 weights, activations quantized at run time (MatMul/Gemm only)
-    FP16 = "fp16"  # half-precision weights and compute
-    INT4 = "int4"  # 4-bit weight-only, group-wise, for MatMul/Gemm
-
-
-class Calibrator(enum.Enum):
-    """How activation ranges are estimated from calibration data."""
-
-    MINMAX = "minmax"
-    PERCENTILE = "percentile"
-    ENTROPY = "entropy"  # KL divergence between float and quantized histograms (TensorRT)
-    MSE = "mse"  # clipping range that minimises expected quantization error
-
-
-class Equalization(enum.Enum):
-    """Weight rescaling between layers before quantization."""
-
-    NONE = "none"
-    CROSS_LAYER = "cross-layer"  # Nagel et al. 2019: equal per-channel ranges in Conv pairs
-
-
-class Coverage(enum.Enum):
-    """Which operators static quantization puts in integer.
-
-    ALL quantizes every operator ONNX Runtime has an integer kernel for, outputs included, so
-    integers flow from layer to layer (CNNs: Conv, Add, pooling fuse into QLinear* kernels).
-    WEIGHTED quantizes only the inputs and weights of layers with weights (MatMul, Gemm, Conv);
-    their outputs stay float unless another quantized layer reads them, and ORT runs them as
-    integer matmuls with float output. Transformers need it: residual Adds carry outlier
-    channels 100x the rest into LayerNorm, and attention probabilities crowd near 0, so 8-bit
-    per-tensor Q/DQ there destroys the model (measured on MiniLM). AUTO picks WEIGHTED for graphs
-    with attention (a MatMul of two activations) or LayerNormalization, ALL otherwise.
-    """
-
-    AUTO = "auto"
-    ALL = "all"
-    WEIGHTED = "weighted"
-
-
-class Embeddings(enum.Enum):
-    """How embedding tables (Gather on a constant 2-D table) are stored."""
-
-    FLOAT = "float"
-    INT8 = "int8"  # per-row symmetric int8, dequantized row by row after the lookup
-
-
-class Smoothing(enum.Enum):
-    """Moving activation outliers into weights before static quantization."""
-
-    NONE = "none"
-    SMOOTHQUANT = "smoothquant"  # Xiao et al. 2022: per-feature scales on MatMul inputs
-
-
-class BiasCorrection(enum.Enum):
-    """Removing the mean output error that rounding weights adds."""
-
-    NONE = "none"
-    EMPIRICAL = "empirical"  # Nagel et al. 2019, with input means from the calibration pass
-
-
-class Rounding(enum.Enum):
-    """How weights are rounded to their grid."""
-
-    NEAREST = "nearest"
-    ADAROUND = "adaround"  # Nagel et al. 2020: learned up/down per weight (needs torch)
-    GPTQ = "gptq"  # Frantar et al. 2022: error feedback through the inverse Hessian (INT4)
-
-
-class Precision(enum.Enum):
-    """What one layer computes in: per-layer (mixed) precision for static PTQ.
-
-    Ordered from smallest to most accurate. INT4 and INT16 need opset 21 Q/DQ. ONNX Runtime's CPU
-    has fused kernels only for 8-bit: INT4 weights and INT16 activations run as DQ -> float op
-    here (smaller or more accurate, not faster); NPUs and other runtimes have kernels for them.
-    """
-
-    INT4 = "int4"  # 4-bit symmetric weights (the config's granularity), 8-bit activations
-    INT8 = "int8"  # 8-bit weights and activations
-    INT16 = "int16"  # 8-bit weights, 16-bit activations in and out of the layer
-    FP16 = "fp16"  # half-precision weights and compute, cast at its borders
-    FP32 = "fp32"  # left in float
-
-    @property
-    def quantized(self) -> bool:
-        return self in (Precision.INT4, Precision.INT8, Precision.INT16)
-
-
-class Target(enum.Enum):
-    """The hardware (and runtime) a model is quantized for. Each one is a preset in
-    `edgequant.targets.PRESETS`, which says what it changes and why; `Target.detect()` picks the
-    CPU we run on."""
-
-    X86_VNNI = "x86-vnni"
-    X86 = "x86"
-    ARM64 = "arm64"
-    NPU = "npu"
-    NPU_A16 = "npu-a16"
-    TENSORRT = "tensorrt"
-    TFLITE = "tflite"
-
-    @staticmethod
-    def detect() -> Target:
-        """The target of the machine we run on."""
-        machine = platform.machine().lower()
-        if machine in {"arm64", "aarch64"}:
-            return Target.ARM64
-        try:
-            flags = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            flags = ""
-        return Target.X86_VNNI if ("avx512_vnni" in flags or "avx_vnni" in flags) else Target.X86
+CONFIG_VERSION = 2  # 2: the target's preset resolved into the config (coverage, full_integer, ...)
+READABLE_VERSIONS = (1, 2)  # a version-1 file takes the fields it lacks from its target's preset
 
 
 WEIGHTS_INT8_PER_CHANNEL = QuantSpec(QType.INT8, Symmetry.SYMMETRIC, PerChannel(0))
@@ -143,11 +37,16 @@ ACTIVATIONS_UINT8 = QuantSpec(QType.UINT8, Symmetry.AFFINE, PerTensor())
 ACTIVATIONS_INT8 = QuantSpec(QType.INT8, Symmetry.AFFINE, PerTensor())
 
 
-def default_activations(target: Target) -> QuantSpec:
-    """The activation spec of `target`'s preset (see `edgequant.targets.PRESETS`)."""
-    from edgequant.targets import preset
+class _FromTarget:
+    """Default of the fields a target's preset decides: replaced by the preset's value when the
+    config is built, so every config states all of them (the target name is only a label)."""
 
-    return preset(target).activations
+    def __repr__(self) -> str:
+        return "FROM_TARGET"
+
+
+FROM_TARGET: Any = _FromTarget()
+_PRESET_FIELDS = ("weights", "activations", "coverage", "full_integer", "per_tensor_weight_ops")
 
 
 @dataclass(frozen=True)
@@ -156,11 +55,16 @@ class PTQConfig:
 
     `weights.granularity` is a template: PerChannel(axis) is re-aimed at each operator's
     output-channel axis (0 for Conv and Gemm with transB, 1 for MatMul) by the exporter.
+
+    The fields a deployment target decides (`weights`, `activations`, `coverage`,
+    `full_integer`, `per_tensor_weight_ops`) default to `target`'s preset
+    (`edgequant.targets.PRESETS`) and are resolved once, here: from then on the config says
+    everything and nothing downstream looks the preset up again.
     """
 
     method: Method = Method.STATIC
-    weights: QuantSpec = WEIGHTS_INT8_PER_CHANNEL
-    activations: QuantSpec | None = None  # None: chosen for `target` by default_activations
+    weights: QuantSpec = FROM_TARGET
+    activations: QuantSpec = FROM_TARGET
     target: Target = field(default_factory=Target.detect)
     calibrator: Calibrator = Calibrator.MINMAX
     percentile: float = 99.99
@@ -168,7 +72,11 @@ class PTQConfig:
     max_calibration_samples: int = 1000
     exclude_nodes: tuple[str, ...] = ()
     equalization: Equalization = Equalization.NONE
-    coverage: Coverage = Coverage.AUTO
+    coverage: Coverage = FROM_TARGET
+    # every operator integer, graph outputs quantized, every bias int32 (NPUs, TFLite)
+    full_integer: bool = FROM_TARGET
+    # operators whose integer kernels take one weight scale (QNN's MatMul)
+    per_tensor_weight_ops: tuple[str, ...] = FROM_TARGET
     embeddings: Embeddings = Embeddings.FLOAT  # INT8: per-row int8 tables (static, dynamic, INT4)
     smoothing: Smoothing = Smoothing.NONE
     smoothing_alpha: float = 0.5  # SmoothQuant's migration strength (0: none, 1: all to weights)
@@ -180,6 +88,13 @@ class PTQConfig:
     layer_precisions: tuple[tuple[str, Precision], ...] = ()
 
     def __post_init__(self) -> None:
+        if not isinstance(self.target, Target):
+            raise ConfigError(f"target must be a Target, got {self.target!r}")
+        p = preset(self.target)
+        for name in _PRESET_FIELDS:  # None: the preset's too (activations=None was the old way)
+            if getattr(self, name) is FROM_TARGET or getattr(self, name) is None:
+                object.__setattr__(self, name, getattr(p, name))
+        object.__setattr__(self, "per_tensor_weight_ops", tuple(sorted(self.per_tensor_weight_ops)))
         for name, kind in (
             ("method", Method),
             ("target", Target),
@@ -226,7 +141,8 @@ class PTQConfig:
 
     @property
     def activation_spec(self) -> QuantSpec:
-        return self.activations or default_activations(self.target)
+        """The activation spec (kept for callers of the time it could be None)."""
+        return self.activations
 
     @property
     def precisions(self) -> dict[str, Precision]:
@@ -240,24 +156,21 @@ class PTQConfig:
     def int8(
         cls, *, per_channel: bool = True, calibrator: Calibrator = Calibrator.MINMAX, **kwargs: Any
     ) -> PTQConfig:
-        """Static INT8: s8 weights (per-channel by default) and activations as the target's
-        preset wants them (`edgequant.targets.PRESETS`; the CPU we run on by default)."""
-        from edgequant.targets import preset
-
-        weights = preset(kwargs.get("target") or Target.detect()).weights
+        """Static INT8: everything as the target's preset says (`edgequant.targets.PRESETS`; the
+        CPU we run on by default), weights per-channel unless `per_channel=False`."""
+        target = kwargs.pop("target", None) or Target.detect()
+        weights = kwargs.pop("weights", None) or preset(target).weights
         if not per_channel:
             weights = replace(weights, granularity=PerTensor())
-        return cls(method=Method.STATIC, weights=weights, calibrator=calibrator, **kwargs)
+        return cls(
+            method=Method.STATIC, target=target, weights=weights, calibrator=calibrator, **kwargs
+        )
 
     @classmethod
     def for_target(cls, target: Target | str, **kwargs: Any) -> PTQConfig:
-        """Static quantization exactly as `target`'s preset says (weights, activations,
-        coverage); other fields from `kwargs`."""
-        from edgequant.targets import preset
-
-        p = preset(target)
-        fields_ = {"weights": p.weights, "activations": p.activations, "coverage": p.coverage}
-        return cls(method=Method.STATIC, target=p.target, **{**fields_, **kwargs})
+        """Static quantization exactly as `target`'s preset says; other fields from `kwargs`.
+        The same config as `int8(target=target)`."""
+        return cls.int8(target=preset(target).target, **kwargs)
 
     @classmethod
     def w4a8(
@@ -298,7 +211,7 @@ class PTQConfig:
             "version": CONFIG_VERSION,
             "method": self.method.value,
             "weights": self.weights.to_dict(),
-            "activations": self.activation_spec.to_dict(),
+            "activations": self.activations.to_dict(),
             "target": self.target.value,
             "calibrator": self.calibrator.value,
             "percentile": self.percentile,
@@ -307,6 +220,8 @@ class PTQConfig:
             "exclude_nodes": list(self.exclude_nodes),
             "equalization": self.equalization.value,
             "coverage": self.coverage.value,
+            "full_integer": self.full_integer,
+            "per_tensor_weight_ops": list(self.per_tensor_weight_ops),
             "embeddings": self.embeddings.value,
             "smoothing": self.smoothing.value,
             "smoothing_alpha": self.smoothing_alpha,
@@ -321,9 +236,10 @@ class PTQConfig:
         """A config from its JSON form; every value's type is checked (one line names it)."""
         data = dict(data)
         version = data.pop("version", CONFIG_VERSION)
-        if version != CONFIG_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ConfigError(
-                f"config version {version} is not supported (expected {CONFIG_VERSION})"
+                f"config version {version} is not supported (this edgequant reads "
+                f"{', '.join(map(str, READABLE_VERSIONS))})"
             )
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
@@ -333,13 +249,14 @@ class PTQConfig:
             )
         _check_json_types(data)
         try:
+            target = Target(data.pop("target", Target.detect().value))
             kwargs: dict[str, Any] = {
                 "method": Method(data.pop("method", "static")),
-                "target": Target(data.pop("target", Target.detect().value)),
+                "target": target,
                 "calibrator": Calibrator(data.pop("calibrator", "minmax")),
                 "equalization": Equalization(data.pop("equalization", "none")),
                 "smoothing": Smoothing(data.pop("smoothing", "none")),
-                "coverage": Coverage(data.pop("coverage", "auto")),
+                "coverage": Coverage(data.pop("coverage", preset(target).coverage.value)),
                 "embeddings": Embeddings(data.pop("embeddings", "float")),
                 "bias_correction": BiasCorrection(data.pop("bias_correction", "none")),
                 "rounding": Rounding(data.pop("rounding", "nearest")),
@@ -353,6 +270,8 @@ class PTQConfig:
         data.pop("activations", None)
         if "exclude_nodes" in data:
             kwargs["exclude_nodes"] = tuple(data.pop("exclude_nodes"))
+        if "per_tensor_weight_ops" in data:
+            kwargs["per_tensor_weight_ops"] = tuple(data.pop("per_tensor_weight_ops"))
         if "layer_precisions" in data:
             kwargs["layer_precisions"] = data.pop("layer_precisions")
         return cls(**kwargs, **data)
@@ -372,10 +291,11 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "rounding": (str,), "percentile": (int, float), "num_bins": (int,),
     "max_calibration_samples": (int,), "smoothing_alpha": (int, float),
     "rounding_samples": (int,), "exclude_nodes": (list,), "weights": (dict,),
-    "activations": (dict, type(None)), "layer_precisions": (dict,),
+    "activations": (dict, type(None)), "layer_precisions": (dict,), "full_integer": (bool,),
+    "per_tensor_weight_ops": (list,),
 }  # fmt: skip
 _JSON_NAMES = {str: "a string", int: "a whole number", float: "a number", list: "a list",
-               dict: "an object", type(None): "null"}  # fmt: skip
+               dict: "an object", type(None): "null", bool: "true or false"}  # fmt: skip
 
 
 def _check_json_types(data: dict[str, Any]) -> None:
@@ -383,12 +303,14 @@ def _check_json_types(data: dict[str, Any]) -> None:
     string where an object belongs), before any value is used."""
     for key, value in data.items():
         kinds = _JSON_TYPES.get(key)
-        if kinds is None or (isinstance(value, kinds) and not isinstance(value, bool)):
+        if kinds is None or (
+            isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
+        ):
             continue
         want = " or ".join(_JSON_NAMES[k] for k in kinds if not (k is int and float in kinds))
         hint = f", e.g. {_SPEC_EXAMPLE}" if key in ("weights", "activations") else ""
         raise ConfigError(f"config key {key!r} must be {want}{hint}, got {json.dumps(value)}")
-    for key in ("exclude_nodes",):
+    for key in ("exclude_nodes", "per_tensor_weight_ops"):
         if not all(isinstance(v, str) for v in data.get(key, [])):
             raise ConfigError(f"config key {key!r} must be a list of node names (strings)")
     if not all(isinstance(v, str) for v in data.get("layer_precisions", {}).values()):

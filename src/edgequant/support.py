@@ -172,7 +172,7 @@ def _planned(model: Model, config: PTQConfig, p: TargetPreset) -> SupportReport:
     coverage = resolve_coverage(config.coverage, graph)
     sel = select(
         graph, GraphIndex.of(graph), exclude_nodes=frozenset(float_layers(config.precisions)),
-        weighted_only=coverage is Coverage.WEIGHTED, quantize_outputs=p.full_integer,
+        weighted_only=coverage is Coverage.WEIGHTED, quantize_outputs=config.full_integer,
     )  # fmt: skip
     chosen = {n.name for n in sel.nodes} | set(sel.fold_candidates)
     floats = float_tensors(fp32.proto)

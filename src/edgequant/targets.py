@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from edgequant.config import Coverage, Target
+from edgequant.choices import Coverage, Target
 from edgequant.errors import ConfigError
 from edgequant.spec import PerChannel, PerTensor, QType, QuantSpec, Symmetry
 

@@ -323,8 +323,6 @@ def _config(
             rounding=eq.Rounding.GPTQ if gptq else eq.Rounding.NEAREST,
             **common,
         )
-    if target is not None:
-        common["coverage"] = eq.preset(target).coverage
     return (eq.PTQConfig.w4a8 if weight_bits == "int4" else eq.PTQConfig.int8)(
         per_channel=not per_tensor,
         calibrator=eq.Calibrator(calibrator),

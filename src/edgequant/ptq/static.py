@@ -38,7 +38,6 @@ from edgequant.ptq.rules import RANGE_LIMIT, Role
 from edgequant.ptq.select import Selection, clip_max, rule_for, select
 from edgequant.ptq.smooth import smooth_model
 from edgequant.spec import PerChannel, PerTensor, QuantSpec
-from edgequant.targets import preset
 
 
 def quantize_static(
@@ -208,7 +207,7 @@ def quantize_calibrated(
         chosen = {n.name for n in sel.nodes}
         plan.float_readers = frozenset(n.name for n in proto.graph.node if n.name not in chosen)
     plan.min_opset = max(min_opset(config), _plan_opset(plan))
-    plan.int32_biases = preset(config.target).full_integer
+    plan.int32_biases = config.full_integer
     proto = upgrade_opset(proto, plan.min_opset)
     exported = export_qdq(proto, plan)
     halves = [name for name, p in floats.items() if p is Precision.FP16]
@@ -244,7 +243,7 @@ def select_for(
     return select(
         fp32.proto.graph, index, exclude_nodes=exclude, bad_tensors=bad,
         weighted_only=coverage is Coverage.WEIGHTED,
-        quantize_outputs=preset(config.target).full_integer,
+        quantize_outputs=config.full_integer,
     )  # fmt: skip
 
 
@@ -366,7 +365,7 @@ def aim_weight_spec(
 
 def aim_for_target(template: QuantSpec, node: Any, config: PTQConfig) -> QuantSpec:
     """`aim_weight_spec` with the per-tensor operators of the config's target."""
-    return aim_weight_spec(template, node, preset(config.target).per_tensor_weight_ops)
+    return aim_weight_spec(template, node, frozenset(config.per_tensor_weight_ops))
 
 
 def _decide_folds(
