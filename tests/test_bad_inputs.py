@@ -461,6 +461,7 @@ def test_model_with_a_fixed_batch_of_eight(work) -> None:
 # Interrupts ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code", "word"), [(signal.SIGINT, 130, "interrupted"),
                                                     (signal.SIGTERM, 143, "terminated")])  # fmt: skip
 def test_signal_at_any_moment_exits_cleanly(work, sig, code, word) -> None:

@@ -101,6 +101,7 @@ def onnx_logits(model, images: np.ndarray) -> np.ndarray:
     )
 
 
+@pytest.mark.slow
 def test_exported_model_agrees_with_fake_quant(qat_model, fmnist) -> None:
     """Differential: torch fake-quant vs the exported model in ONNX Runtime."""
     _, test = fmnist
@@ -160,6 +161,7 @@ def test_ptq_starts_from_the_same_torch_module(calibration, fp32_model, int8_mod
         eq.quantize(demo_model(), eq.PTQConfig.int8(), calibration=calibration)
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(
     calibration, fmnist, tmp_path
 ) -> None:

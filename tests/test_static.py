@@ -79,6 +79,7 @@ def test_onnx_runtime_runs_integer_kernels(int8_model, fp32_model) -> None:
     assert fused["QuantizeLinear"] == 1 and fused["DequantizeLinear"] == 0
 
 
+@pytest.mark.slow
 def test_integer_kernels_agree_with_qdq_simulation(int8_model, test_data) -> None:
     """Differential: ORT's fused integer kernels vs the same QDQ graph run node by node in float."""
     fused = make_session(int8_model)
@@ -127,6 +128,7 @@ def test_per_tensor_weights_have_scalar_scales(
     assert fp32_eval.top1 - eq.evaluate(q, test_data).top1 <= 0.01
 
 
+@pytest.mark.slow
 def test_layer_sqnr_names_a_damaged_layer(int8_model, fp32_model, test_data) -> None:
     """Spoil one activation's scale; the largest per-layer loss must point at that tensor."""
     from edgequant.ptq.preprocess import optimize

@@ -32,7 +32,8 @@ class Model:
 
     def serialize(self) -> bytes:
         """Deterministic bytes of the model (same model, same bytes)."""
-        return self.proto.SerializeToString(deterministic=True)
+        data: bytes = self.proto.SerializeToString(deterministic=True)
+        return data
 
     @property
     def size_bytes(self) -> int:

@@ -69,7 +69,8 @@ def quantize(
     x = np.asarray(x, np.float32)
     s, z = _broadcast(scale, x, spec), _broadcast(zero_point, x, spec)
     q = np.rint(x / s.astype(np.float32)) + z
-    return np.clip(q, spec.qmin, spec.qmax).astype(np.int32)
+    codes: NDArray[np.int32] = np.clip(q, spec.qmin, spec.qmax).astype(np.int32)
+    return codes
 
 
 def dequantize(
@@ -81,7 +82,8 @@ def dequantize(
     """Float values of integer codes: (q - zp) * scale."""
     q = np.asarray(q)
     s, z = _broadcast(scale, q, spec), _broadcast(zero_point, q, spec)
-    return ((q.astype(np.int64) - z).astype(np.float32) * s.astype(np.float32)).astype(np.float32)
+    codes = q.astype(np.int64) - z.astype(np.int64)
+    return (codes.astype(np.float32) * s.astype(np.float32)).astype(np.float32)
 
 
 def fake_quantize(

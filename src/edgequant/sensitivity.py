@@ -103,7 +103,7 @@ def analyze(
     layers = calibrated.weighted_nodes()
     total = 1 + 2 * len(layers)
 
-    def measure(exclude: frozenset[str], step: int):
+    def measure(exclude: frozenset[str], step: int) -> Any:
         q = quantize_calibrated(calibrated, exclude)
         progress("sensitivity", step, total)
         return scorer.score(q)

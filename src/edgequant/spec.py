@@ -39,7 +39,7 @@ class QType(enum.Enum):
 
     @property
     def qmax(self) -> int:
-        return 2 ** (self.bits - 1) - 1 if self.signed else 2**self.bits - 1
+        return int(2 ** (self.bits - 1) - 1 if self.signed else 2**self.bits - 1)
 
     @property
     def onnx_type(self) -> int:
@@ -54,7 +54,8 @@ class QType(enum.Enum):
         if self.bits == 4:
             import ml_dtypes
 
-            return np.dtype(ml_dtypes.int4 if self.signed else ml_dtypes.uint4)
+            four_bit: np.dtype[Any] = np.dtype(ml_dtypes.int4 if self.signed else ml_dtypes.uint4)
+            return four_bit
         return np.dtype(self.value)
 
 

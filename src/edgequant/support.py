@@ -133,9 +133,10 @@ def check_support(model: Model, target: Target | str | PTQConfig | None = None) 
     """Which nodes of `model` run in integer on `target` (a Target, its name, or a PTQConfig
     whose target and coverage are used; default: this CPU). A float model is checked as the
     quantizer plans it; a quantized (QDQ) model as its runtime will run it."""
-    config = target if isinstance(target, PTQConfig) else None
-    if config is None:
-        config = PTQConfig.for_target(preset(target or Target.detect()).target)
+    if isinstance(target, PTQConfig):
+        config = target
+    else:
+        config = PTQConfig.for_target(target or Target.detect())
     p = preset(config.target)  # a QDQ model for tflite: checked as node units, as converted
     quantized = any(n.op_type in _BOUNDARY for n in model.proto.graph.node)
     if not quantized and _has_fp16(model.proto):

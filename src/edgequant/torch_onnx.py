@@ -39,7 +39,7 @@ def export_proto(module: Any, example_input: Any) -> onnx.ModelProto:
             torch.onnx.export(
                 module,
                 (example_input,),
-                buf,
+                buf,  # type: ignore[arg-type]  # a file object works; the stub names only paths
                 dynamo=False,
                 opset_version=OPSET,
                 input_names=["input"],

@@ -89,7 +89,7 @@ def _one_line_warnings() -> Iterator[None]:
 
     from edgequant.errors import EdgeQuantWarning
 
-    def show(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
         if issubclass(category, EdgeQuantWarning):
             print(f"warning: {message}", file=sys.stderr, flush=True)
         else:

@@ -175,12 +175,12 @@ def quantize(
         raise ConfigError("give an ONNX MODEL or --task module:function (one of them)")
     out = _output(output, target == Target.TFLITE.value, (model, calib, config_file))
     fp32 = eq.load(model) if model is not None else None
-    norm = {"mean": floats(mean), "std": floats(std)}
+    norm: dict[str, Any] = {"mean": floats(mean), "std": floats(std)}
     data = None
     if calib and fp32 is not None:
         data = load_for_model(fp32, calib, batch_size=64, **norm)
     elif calib:
-        data = eq.load_data(calib, batch_size=64, **norm)
+        data = eq.load_data(calib, batch_size=64, mean=norm["mean"], std=norm["std"])
     if target == Target.TFLITE.value:
         from edgequant.cli.targets import write_tflite
 

@@ -22,7 +22,7 @@ def targets_cmd(as_json: bool) -> None:
     """The deployment target presets: what each one changes, and why."""
     from edgequant.targets import PRESETS
 
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "target": p.name,
             "runtime": p.runtime.value,

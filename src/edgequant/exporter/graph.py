@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -59,7 +60,7 @@ class GraphIndex:
         return numpy_helper.to_array(self.initializers[name])
 
 
-def attribute(node: onnx.NodeProto, name: str, default: object = None) -> object:
+def attribute(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
     for attr in node.attribute:
         if attr.name == name:
             return onnx.helper.get_attribute_value(attr)

@@ -8,6 +8,7 @@ codes, handed to the exporter in place of rounding to nearest.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import onnx
@@ -28,15 +29,15 @@ def layer_function(node: onnx.NodeProto) -> Layer | None:
     if node.op_type == "Conv":
         if attribute(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
             return None
-        pads = list(attribute(node, "pads", []) or [])  # type: ignore[call-overload]
+        pads = list(attribute(node, "pads", []) or [])
         half = len(pads) // 2
         if len(pads) not in (0, 4) or pads[:half] != pads[half:]:
             return None  # 2-D convolutions with symmetric padding only
-        kwargs = {
-            "stride": tuple(attribute(node, "strides", []) or ()) or 1,  # type: ignore[call-overload]
+        kwargs: dict[str, Any] = {
+            "stride": tuple(attribute(node, "strides", []) or ()) or 1,
             "padding": tuple(pads[:half]) or 0,
-            "dilation": tuple(attribute(node, "dilations", []) or ()) or 1,  # type: ignore[call-overload]
-            "groups": int(attribute(node, "group", 1)),  # type: ignore[call-overload]
+            "dilation": tuple(attribute(node, "dilations", []) or ()) or 1,
+            "groups": int(attribute(node, "group", 1)),
         }
         return lambda x, w: F.conv2d(x, w, None, **kwargs)
     if node.op_type == "Gemm":

@@ -81,7 +81,7 @@ def conv_pairs(graph: onnx.GraphProto, index: GraphIndex) -> list[ConvPair]:
             continue
         w2 = index.array(nxt.input[1])
         channels = index.array(node.input[1]).shape[0]
-        groups = int(attribute(nxt, "group", 1))  # type: ignore[arg-type]
+        groups = int(attribute(nxt, "group", 1))
         depthwise = groups == channels and w2.shape[0] == channels and w2.shape[1] == 1
         if groups == 1 or depthwise:
             pairs.append(ConvPair(node, nxt, depthwise))

@@ -98,8 +98,8 @@ def quantize_int4(
                 [f"{p}_W_q4", f"{p}_W_scale", f"{p}_W_zp"],
                 [f"{p}_W"],
                 axis=0,
-                block_size=spec.granularity.size,
-            ),  # type: ignore[union-attr]
+                block_size=_block_size(spec),
+            ),
             helper.make_node("MatMul", [lin.node.input[0], f"{p}_W"], [mm_out]),
             *([helper.make_node("Add", [mm_out, lin.bias], [out])] if lin.bias else []),
         ]
@@ -136,3 +136,8 @@ def _hessians(
     calibrate(fp32, [], calibration, num_bins=128, max_samples=config.max_calibration_samples,
               histogram=False, statistics=grams, progress=progress)  # fmt: skip
     return {t: g.hessian() for t, g in grams.items()}
+
+
+def _block_size(spec: QuantSpec) -> int:
+    assert isinstance(spec.granularity, PerGroup)  # PTQConfig checks INT4 is group-wise
+    return spec.granularity.size

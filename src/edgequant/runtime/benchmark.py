@@ -83,13 +83,17 @@ def benchmark(
                 progress("benchmarking", done, total)
         for res, ts in zip(results, times, strict=True):
             ms = np.asarray(ts) * 1000.0
-            res.latency.append(
-                Latency(batch, n_threads, *np.percentile(ms, [50, 90, 99]).tolist(), runs=len(ms))
-            )
+            res.latency.append(Latency(batch, n_threads, *_percentiles(ms), runs=len(ms)))
     if memory:
         for res, model in zip(results, models, strict=True):
             res.peak_memory_mb = session_peak_memory_mb(model, max(batch_sizes))
     return results
+
+
+def _percentiles(ms: np.ndarray) -> tuple[float, float, float]:
+    """p50, p90, p99 of the timings (ms)."""
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99]).tolist()
+    return p50, p90, p99
 
 
 def _time_session(

@@ -195,7 +195,7 @@ def _attribute_losses(
     producer = {out: n for n in proto.graph.node for out in n.output}
 
     def noise(db: float) -> float:
-        return 10.0 ** (-db / 10.0)
+        return float(10.0 ** (-db / 10.0))
 
     rows = []
     for t, _ in pairs:

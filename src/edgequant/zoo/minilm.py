@@ -122,7 +122,8 @@ def _export() -> onnx.ModelProto:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, (ids, torch.ones_like(ids)), buf, dynamo=False, opset_version=17,
+            module, (ids, torch.ones_like(ids)), buf,  # type: ignore[arg-type]  # a file works
+            dynamo=False, opset_version=17,
             input_names=["input_ids", "attention_mask"], output_names=["embedding"],
             dynamic_axes={"input_ids": {0: "batch"}, "attention_mask": {0: "batch"},
                           "embedding": {0: "batch"}},

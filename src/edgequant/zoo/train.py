@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from edgequant.outputs import write_atomic
 from edgequant.zoo import fashion_mnist
@@ -44,7 +45,7 @@ def cache_dir() -> Path:
 
 def demo_model(
     recipe: TrainRecipe = TrainRecipe(), progress: Callable[[int, int], None] | None = None
-):
+) -> Any:
     """The trained demo `EdgeCNN` in eval mode: from the cache, or trained now (about two minutes on 2 cores)."""
     import torch
 
@@ -67,7 +68,9 @@ def demo_model(
     return model.eval()
 
 
-def train(model, recipe: TrainRecipe, progress: Callable[[int, int], None] | None = None) -> None:
+def train(
+    model: Any, recipe: TrainRecipe, progress: Callable[[int, int], None] | None = None
+) -> None:
     """SGD with Nesterov momentum and a one-cycle schedule; same recipe and seed, same weights."""
     import torch
 
@@ -107,7 +110,7 @@ def train(model, recipe: TrainRecipe, progress: Callable[[int, int], None] | Non
     model.eval()
 
 
-def _augment(x, gen):
+def _augment(x: Any, gen: Any) -> Any:
     """Random horizontal flips (Fashion-MNIST garments are left-right symmetric in meaning)."""
     import torch
 
@@ -115,7 +118,7 @@ def _augment(x, gen):
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
-def accuracy(model, split: fashion_mnist.Split, batch: int = 1000) -> float:
+def accuracy(model: Any, split: fashion_mnist.Split, batch: int = 1000) -> float:
     """Top-1 accuracy of a torch model on a split (for training diagnostics)."""
     import torch
 
