@@ -283,3 +283,24 @@ def test_quantize_with_equalisation_and_bias_correction(model_path, calib_npz, t
     assert sidecar["config"]["equalization"] == "cross-layer"
     assert sidecar["config"]["bias_correction"] == "empirical"
     assert sidecar["equalized_pairs"] == 18 and sidecar["bias_corrected_nodes"] == 30
+
+
+def test_the_cli_is_a_thin_call_of_the_library_workflow(model_path, calib_npz, tmp_path) -> None:
+    """`eq.quantize_checked` in Python writes exactly the model and sidecar `quantize` writes."""
+    import edgequant as eq
+
+    cli_out = tmp_path / "cli.int8.onnx"
+    proc = edgequant("quantize", str(model_path), "--calib", str(calib_npz), "-o", str(cli_out))
+    assert proc.returncode == 0, proc.stderr
+    result = eq.quantize_checked(
+        eq.load(model_path),
+        eq.PTQConfig.int8(max_calibration_samples=1000),
+        calibration=eq.load_data(str(calib_npz), batch_size=64),
+        source=str(model_path.resolve()),
+    )
+    api_out = result.model.save(tmp_path / "api.int8.onnx")
+    assert api_out.read_bytes() == cli_out.read_bytes()
+    assert (tmp_path / "api.int8.quant.json").read_text() == (
+        tmp_path / "cli.int8.quant.json"
+    ).read_text()
+    assert result.planned is not None and result.support.fully_integer

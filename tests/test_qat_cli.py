@@ -71,6 +71,32 @@ def test_qat_on_a_user_model_from_an_entry_point(task_dir: Path) -> None:
     assert sidecar["method"] == "qat"
 
 
+def test_run_qat_in_python_is_what_the_cli_does(task_dir: Path) -> None:
+    """The library workflow behind `edgequant qat`: same task, same settings, same bytes (each
+    in a fresh process, as a user's script and the CLI would run)."""
+    import subprocess
+    import sys
+
+    out = task_dir / "cli.qat.onnx"
+    proc = edgequant("qat", "--task", "digits_task:make", "--steps", "5", "-o", str(out),
+                     cwd=task_dir)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    script = (
+        "import edgequant as eq\n"
+        "run = eq.run_qat(eq.load_task('digits_task:make'), eq.QATRunConfig(steps=5),"
+        " name='cli.qat', task_label='digits_task:make')\n"
+        "run.model.save('api.qat.onnx')\n"
+        "print(run.top1, run.agreement)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=task_dir, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (task_dir / "api.qat.onnx").read_bytes() == out.read_bytes()
+    assert (task_dir / "api.qat.quant.json").read_text() == (
+        task_dir / "cli.qat.quant.json"
+    ).read_text()
+
+
 def test_compare_on_a_user_model(task_dir: Path) -> None:
     proc = edgequant(
         "compare",
@@ -82,10 +108,13 @@ def test_compare_on_a_user_model(task_dir: Path) -> None:
         "5",
         "-o",
         str(task_dir / "report"),
+        "--json",
         cwd=task_dir,
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((task_dir / "report" / "report.json").read_text())
+    printed = json.loads(proc.stdout)  # --json: the report's data and where its files are
+    assert printed["rows"] == report["rows"] and printed["report"]["json"].endswith("report.json")
     assert [r["name"] for r in report["rows"]] == ["fp32", "PTQ W8A8", "QAT W8A8"]
     assert "320 labelled" in report["rows"][2]["note"]  # 5 steps x batch 64
 

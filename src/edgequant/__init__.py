@@ -73,6 +73,11 @@ _EXPORTS: dict[str, str] = {
     "benchmark_tflite": "edgequant.tflite.runtime",
     "check_tflite": "edgequant.tflite.runtime",
     "predict_tflite": "edgequant.tflite.runtime",
+    "quantize_checked": "edgequant.workflows.quantize",
+    "CheckedQuantization": "edgequant.workflows.quantize",
+    "run_qat": "edgequant.workflows.qat_run",
+    "QATRunConfig": "edgequant.workflows.qat_run",
+    "QATRun": "edgequant.workflows.qat_run",
 }
 __all__ = sorted([*_EXPORTS, "__version__"])
 
@@ -134,3 +139,5 @@ if TYPE_CHECKING:
         predict_tflite,
     )
     from edgequant.trials import Backend
+    from edgequant.workflows.qat_run import QATRun, QATRunConfig, run_qat
+    from edgequant.workflows.quantize import CheckedQuantization, quantize_checked

@@ -51,7 +51,12 @@ class TrainingTask:
                 f"the task's model is a {type(self.model).__name__}, not a torch.nn.Module"
             )
         if self.calibration is None or self.example_input is None:
-            first = _first_samples(self.train, CALIBRATION_SAMPLES)
+            # A shuffling DataLoader draws its order from torch's global generator: seed it (in
+            # a forked state, the user's own is left as it was) so that the default calibration
+            # set, and with it the QAT model, is the same in every run.
+            with torch.random.fork_rng():
+                torch.manual_seed(0)
+                first = _first_samples(self.train, CALIBRATION_SAMPLES)
             if self.calibration is None:
                 object.__setattr__(self, "calibration", ArrayDataset(first, None, 100))
             if self.example_input is None:

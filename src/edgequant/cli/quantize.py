@@ -7,13 +7,13 @@ from typing import Any
 
 import click
 
+from edgequant.choices import Calibrator, Method, Target
 from edgequant.cli.common import COUNT, emit, floats, load_for_model, progress_bars
 from edgequant.cli.group import cli
-from edgequant.config import Target
 from edgequant.errors import ConfigError
 
-METHODS = ["static", "dynamic", "fp16", "int4"]
-CALIBRATORS = ["minmax", "percentile", "entropy", "mse"]
+METHODS = [m.value for m in Method]
+CALIBRATORS = [c.value for c in Calibrator]
 TARGETS = [t.value for t in Target]
 
 
@@ -203,28 +203,13 @@ def quantize(
         raise click.UsageError(
             "static quantization needs --calib DATA (e.g. a .npz of a few hundred inputs)"
         )
-    planned = eq.check_support(fp32, config) if config.method is eq.Method.STATIC else None
-    if strict and planned is not None:
-        eq.require_integer(planned)  # before any work
     with progress_bars(not as_json) as progress:
-        q = eq.quantize(fp32, config, calibration=data, progress=progress)
-    support = eq.check_support(q, config)
-    if strict:
-        eq.require_integer(support)
-    q.provenance["source_model"] = source
-    q.provenance["support"] = support.brief()
-    if planned is not None:
-        q.provenance["support_planned"] = planned.brief()
+        result = eq.quantize_checked(
+            fp32, config, calibration=data, strict=strict, source=source, progress=progress
+        )
+    q, planned, support = result.model, result.planned, result.support
     q.save(out)
-    summary = {
-        "output": str(out),
-        "size_bytes": q.size_bytes,
-        "fp32_size_bytes": fp32.size_bytes,
-        "quantized_nodes": q.provenance.get("quantized_nodes"),
-        "float_nodes": q.provenance.get("float_nodes", {}),
-        "support": q.provenance["support"],
-        "support_planned": q.provenance.get("support_planned"),
-    }
+    summary = {"output": str(out), **result.summary()}
 
     def human() -> None:
         click.echo(

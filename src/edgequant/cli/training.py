@@ -170,83 +170,34 @@ def qat(
       edgequant qat --task mytrain:make_task --precision w4a8 --keep-8bit conv1 -o m.onnx
       torchrun --nproc-per-node 2 -m edgequant qat -o fmnist.qat.onnx
     """
-    import dataclasses
-    import time
-
     import edgequant as eq
-    from edgequant.comparison import default_recipe
     from edgequant.model import sidecar_path
     from edgequant.outputs import resolve_output
     from edgequant.qat.config import RangeLearning
-    from edgequant.qat.distributed import init_from_env, is_main_process, rank_and_world, shutdown
     from edgequant.task import load_task
-    from edgequant.torch_onnx import to_onnx
 
     if Path(output).suffix.lower() != ".onnx":
         raise ConfigError(f"-o {output}: qat writes an ONNX model; name the output *.onnx")
     out = resolve_output(output)
     resolve_output(sidecar_path(out))
-    recipe = default_recipe(precision, steps, lr)
-    config = dataclasses.replace(
-        recipe.config,
-        ranges=RangeLearning(ranges),
-        overrides=tuple((name, 8) for name in keep_8bit),
-    )
+    config = eq.QATRunConfig(
+        precision=precision, ranges=RangeLearning(ranges), steps=steps, lr=lr,
+        keep_8bit=keep_8bit, seed=seed, checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+    )  # fmt: skip
     task = load_task(task_entry)
-    init_from_env()
-    t0 = time.perf_counter()
-    try:
-        model = eq.prepare_qat(task.model, config, calibration=task.calibration)
-        with progress_bars(not as_json and is_main_process()) as progress:
-            losses = eq.finetune(
-                model,
-                task.train,
-                epochs=recipe.steps,  # an upper bound: training stops after `steps`
-                lr=recipe.lr,
-                max_steps=recipe.steps,
-                seed=seed,
-                checkpoint_dir=checkpoint_dir,
-                checkpoint_every=checkpoint_every,
-                progress=progress,
-            )
-        if not is_main_process():
-            return
-        q = eq.export(model, task.example_input, out.stem)
-        seconds = time.perf_counter() - t0
-        processes = rank_and_world()[1]
-    finally:
-        shutdown()
-    q.provenance.update(
-        {
-            "task": task_entry,
-            "steps": recipe.steps,
-            "lr": recipe.lr,
-            "seed": seed,
-            "processes": processes,
-        }
-    )
+    with progress_bars(not as_json) as progress:  # run_qat shows it on the first process only
+        run = eq.run_qat(task, config, name=out.stem, task_label=task_entry, progress=progress)
+    if run.model is None or run.fp32 is None:
+        return  # another process of a DDP run: the first one writes the model
+    q, fp32 = run.model, run.fp32
     q.save(out)
-    fp32 = to_onnx(task.model, task.example_input, "fp32")
-    summary: dict[str, Any] = {
-        "output": str(out),
-        "size_bytes": q.size_bytes,
-        "fp32_size_bytes": fp32.size_bytes,
-        "steps": recipe.steps,
-        "processes": processes,
-        "train_seconds": seconds,
-        "final_loss": losses[-1] if losses else None,
-        "float_layers": q.provenance.get("float_layers", {}),
-    }
-    if task.test is not None:
-        res = eq.evaluate(q, task.test, reference=fp32)
-        summary.update(
-            top1=res.top1, fp32_top1=eq.evaluate(fp32, task.test).top1, agreement=res.agreement
-        )
+    summary: dict[str, Any] = {"output": str(out), **run.summary()}
 
     def human() -> None:
         click.echo(
             f"wrote {out} ({q.size_bytes / 1024:.0f} KB, {q.size_bytes / fp32.size_bytes:.1%} of "
-            f"FP32) after {recipe.steps} steps in {seconds:.0f} s on {processes} process(es)"
+            f"FP32) after {run.steps} steps in {run.seconds:.0f} s on {run.processes} process(es)"
         )
         if "top1" in summary:
             click.echo(
