@@ -25,6 +25,7 @@ from edgequant.report import Row, Section, write_report
 from edgequant.report.targets import target_section
 from edgequant.runtime.benchmark import benchmark
 from edgequant.runtime.scoring import Scorer
+from edgequant.workflows.targets import quantize_for_targets
 
 CALIBRATION_SAMPLES = 1000
 SEED = 0
@@ -176,8 +177,10 @@ def run_demo(out_dir: Path, *, progress: ProgressFn = silent, bench_rounds: int 
         results.append((b, scorer.score(b.model)))
         progress("evaluating", i + 2, len(built) + 1)
     targets = target_section(
-        fp32, calibration, test_data, models_dir, torch_model=module, progress=progress,
-        rounds=bench_rounds,
+        quantize_for_targets(
+            fp32, calibration, test_data, models_dir, torch_model=module, progress=progress,
+            rounds=bench_rounds,
+        )
     )  # fmt: skip
     bench = benchmark(
         [fp32, *(b.model for b in built)],
