@@ -78,7 +78,7 @@ def test_placement_matches_ptq(qat_model, int8_model) -> None:
     skips = sum(getattr(m, "use_skip", False) for m in demo_model().modules())
     assert (convs, skips) == (29, 5)  # the demo EdgeCNN
     assert fused["QLinearConv"] == convs and fused["QLinearAdd"] == skips and fused["Conv"] == 0
-    assert not qat_model.float_layers
+    assert not eq.qat_state(qat_model).float_layers
 
 
 # Differential checks compare torch fake-quant and ONNX Runtime on the first 5,000 test images:
@@ -141,7 +141,9 @@ def test_unsupported_layers_are_listed() -> None:
             return self.fc(torch.flatten(self.up(x), 1))
 
     model = eq.prepare_qat(Net(), eq.QATConfig.int8())
-    assert "up" in model.float_layers and "not supported" in model.float_layers["up"]
+    float_layers = eq.qat_state(model).float_layers
+    assert "up" in float_layers and "not supported" in float_layers["up"]
+    assert not hasattr(model, "float_layers") and not hasattr(model, "qat_config")  # no patching
     kinds = collections.Counter(type(m).__name__ for m in model.modules())
     assert kinds["QuantLinear"] == 1
 

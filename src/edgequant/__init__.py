@@ -57,6 +57,8 @@ _EXPORTS: dict[str, str] = {
     "TrainingTask": "edgequant.task",
     "load_task": "edgequant.task",
     "RangeLearning": "edgequant.qat.config",
+    "qat_state": "edgequant.qat.state",
+    "QATState": "edgequant.qat.state",
     "preset": "edgequant.targets",
     "TargetPreset": "edgequant.targets",
     "Runtime": "edgequant.targets",
@@ -117,6 +119,7 @@ if TYPE_CHECKING:
     from edgequant.qat.config import QATConfig, RangeLearning
     from edgequant.qat.export import export
     from edgequant.qat.prepare import prepare_qat
+    from edgequant.qat.state import QATState, qat_state
     from edgequant.qat.train import finetune
     from edgequant.runtime.benchmark import BenchResult, benchmark
     from edgequant.runtime.evaluate import EvalResult, LayerError, evaluate, layer_sqnr

@@ -16,6 +16,7 @@ from edgequant.model import Model
 from edgequant.outputs import check_report_dir, resolve_output_dir
 from edgequant.progress import ProgressFn, silent
 from edgequant.qat import QATConfig, export, finetune, prepare_qat
+from edgequant.qat.state import qat_state
 from edgequant.report import Row, write_report
 from edgequant.runtime.benchmark import benchmark
 from edgequant.runtime.evaluate import evaluate
@@ -81,7 +82,7 @@ def compare(
     for recipe in recipes or default_recipes():
         t0 = time.perf_counter()
         model = prepare_qat(task.model, recipe.config, calibration=task.calibration)
-        calibrated = f"{model.calibration_samples} unlabelled"
+        calibrated = f"{qat_state(model).calibration_samples} unlabelled"
         ptq = export(model, task.example_input, f"ptq-{recipe.label}")
         built.append((f"PTQ {recipe.label}", "ptq", ptq, time.perf_counter() - t0, calibrated))
         finetune(

@@ -27,6 +27,7 @@ from edgequant.torch_onnx import OPSET, export_proto
 def export(model: Any, example_input: Any, name: str = "model") -> Model:
     """The QDQ ONNX model of a prepared (and trained) QAT model."""
     from edgequant.ptq.preprocess import _name_nodes
+    from edgequant.qat.state import qat_state
 
     weight_log: list[tuple[QuantSpec, np.ndarray]] = []
     activation_log: list[QuantSpec] = []
@@ -36,11 +37,11 @@ def export(model: Any, example_input: Any, name: str = "model") -> Model:
     if plan.min_opset > OPSET:
         float_model = upgrade_opset(float_model, plan.min_opset)
     out = Model(export_qdq(float_model, plan), name)
-    config = getattr(model, "qat_config", None)
+    state = qat_state(model)
     out.provenance = {
         "method": "qat",
-        "config": config.to_dict() if config is not None else None,
-        "float_layers": dict(getattr(model, "float_layers", {})),
+        "config": state.config.to_dict(),
+        "float_layers": dict(state.float_layers),
         "folded_activations": plan.folded,
     }
     return out

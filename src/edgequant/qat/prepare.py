@@ -4,7 +4,7 @@ The model is traced with torch.fx. Conv(+BatchNorm) and Linear become QuantConv/
 activation quantizers go on the inputs of weighted layers, on the outputs of weighted layers,
 additions and average pooling (after a following ReLU when there is one, which the deployed
 quantizer then performs), while max-pooling, flatten and reshape pass quantized values through.
-Layers QAT cannot handle stay in float and are listed in `model.float_layers`. A model whose
+Layers QAT cannot handle stay in float and are listed in `eq.qat_state(model).float_layers`. A model whose
 forward cannot be traced as a whole (a shape check is enough) is prepared child by child.
 """
 
@@ -22,6 +22,7 @@ from edgequant.data import as_batches
 from edgequant.errors import ConfigError, DataError
 from edgequant.qat.config import QATConfig
 from edgequant.qat.modules import ActivationQuantizer, Mode, QuantConv, QuantLinear
+from edgequant.qat.state import QATState, attach
 
 _CONVS = (nn.Conv1d, nn.Conv2d)
 _BNS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -42,16 +43,14 @@ def prepare_qat(
 
     The copy is traced with torch.fx. A module whose forward cannot be traced (a shape check,
     data-dependent branches) keeps its own forward and its children are prepared one by one;
-    a leaf that cannot be traced stays in float and is listed in `float_layers`."""
+    a leaf that cannot be traced stays in float and is listed in
+    `eq.qat_state(model).float_layers`."""
     import copy
 
     float_layers: dict[str, str] = {}
     prepared = _prepare_module(copy.deepcopy(model), config, float_layers, "")
-    prepared.float_layers = float_layers  # type: ignore[assignment]
-    prepared.qat_config = config  # type: ignore[assignment]
-    prepared.calibration_samples = 0  # type: ignore[assignment]
-    if calibration is not None:
-        prepared.calibration_samples = warm_start(prepared, calibration)  # type: ignore[assignment]
+    samples = 0 if calibration is None else warm_start(prepared, calibration, config)
+    attach(prepared, QATState(config, float_layers, samples))  # eq.qat_state(prepared)
     return prepared
 
 
@@ -247,10 +246,9 @@ def mode(model: nn.Module, new: Mode) -> Iterator[nn.Module]:
         _set_mode(model, Mode.QUANT)
 
 
-def warm_start(model: nn.Module, calibration: Iterable[Any]) -> int:
+def warm_start(model: nn.Module, calibration: Iterable[Any], config: QATConfig) -> int:
     """PTQ warm start: observe activations on float-weight forward passes, set every scale and
-    zero-point with the PTQ calibrator. Returns the number of samples seen."""
-    config: QATConfig = model.qat_config  # type: ignore[assignment]
+    zero-point with `config`'s PTQ calibrator. Returns the number of samples seen."""
     quantizers = [m for m in model.modules() if isinstance(m, ActivationQuantizer)]
     samples = 0
     was_training = model.training
