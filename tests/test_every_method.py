@@ -60,11 +60,16 @@ def models(tmp_path_factory, model_path, fmnist) -> dict[str, tuple[Path, Path]]
     }
 
 
-@pytest.mark.parametrize("name", ["edgecnn", "mnistnet", "minilm"])
+# MiniLM's static and dynamic paths have their own tests (test_transformer.py): here its FP16 and
+# INT4 files, the two that edgequant's own tools had not read back before
+METHODS = {"edgecnn": list(MIN_SQNR_DB), "mnistnet": list(MIN_SQNR_DB), "minilm": ["fp16", "int4"]}
+
+
+@pytest.mark.parametrize("name", list(METHODS))
 def test_every_method_writes_a_valid_model_the_tools_accept(models, tmp_path, name) -> None:
     fp32, data = models[name]
     written = []
-    for method in MIN_SQNR_DB:
+    for method in METHODS[name]:
         out = tmp_path / f"{name}.{method}.onnx"
         args = ["quantize", str(fp32), "--method", method, "-o", str(out), "--json"]
         if method == "static":
@@ -77,8 +82,9 @@ def test_every_method_writes_a_valid_model_the_tools_accept(models, tmp_path, na
         if method == "fp16":  # ONNX Runtime's CPU has no fp16 Conv/MatMul kernel: said per node
             assert support["integer_fraction"] == 0.0 and support["float_nodes"]
             assert all("no float16 kernel" in why for why in support["float_nodes"].values())
-        check = edgequant("check", str(out), "--json")
-        assert check.returncode == 0, (method, check.stderr)
+        if method in ("fp16", "static"):  # check reads the file as eval and bench do
+            check = edgequant("check", str(out), "--json")
+            assert check.returncode == 0, (method, check.stderr)
         proc = edgequant("eval", str(out), "--data", str(data), "--reference", str(fp32), "--json")
         assert proc.returncode == 0, (method, proc.stderr)
         assert json.loads(proc.stdout)["output_sqnr_db"] >= MIN_SQNR_DB[method], method
