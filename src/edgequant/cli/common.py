@@ -112,3 +112,22 @@ def load_for_model(model: Any, spec: str, *, batch_size: int, **kwargs: Any) -> 
         return eq.load_data(spec, batch_size=batch_size, **kwargs)
     size = fixed * max(1, batch_size // fixed)  # runs as batch_size // fixed feeds of `fixed`
     return eq.load_data(spec, batch_size=size, batch_multiple=fixed, **kwargs)
+
+
+def model_output(
+    output: str, what: str, *, tflite: bool = False, inputs: tuple[str | None, ...] = ()
+) -> Path:
+    """The checked path of a model output and its sidecar, before any work: the suffix its
+    format needs (`what` says why, e.g. "qat writes an ONNX model"), then `resolve_output` for
+    both files (not a device or folder, not one of the command's `inputs`)."""
+    from edgequant.errors import ConfigError
+    from edgequant.model import sidecar_path
+    from edgequant.outputs import resolve_output
+    from edgequant.tflite.convert import tflite_sidecar
+
+    suffix = ".tflite" if tflite else ".onnx"
+    if Path(output).suffix.lower() != suffix:
+        raise ConfigError(f"-o {output}: {what}; name the output *{suffix}")
+    out = resolve_output(output, inputs=inputs)
+    resolve_output(tflite_sidecar(out) if tflite else sidecar_path(out))
+    return out

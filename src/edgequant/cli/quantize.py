@@ -8,7 +8,14 @@ from typing import Any
 import click
 
 from edgequant.choices import Calibrator, Method, Target
-from edgequant.cli.common import COUNT, emit, floats, load_for_model, progress_bars
+from edgequant.cli.common import (
+    COUNT,
+    emit,
+    floats,
+    load_for_model,
+    model_output,
+    progress_bars,
+)
 from edgequant.cli.group import cli
 from edgequant.errors import ConfigError
 
@@ -173,7 +180,12 @@ def quantize(
 
     if (model is None) == (task_entry is None):
         raise ConfigError("give an ONNX MODEL or --task module:function (one of them)")
-    out = _output(output, target == Target.TFLITE.value, (model, calib, config_file))
+    tflite = target == Target.TFLITE.value
+    what = (
+        "--target tflite writes a .tflite model" if tflite
+        else "quantize writes an ONNX model (a .tflite needs --target tflite)"
+    )  # fmt: skip
+    out = model_output(output, what, tflite=tflite, inputs=(model, calib, config_file))
     fp32 = eq.load(model) if model is not None else None
     norm: dict[str, Any] = {"mean": floats(mean), "std": floats(std)}
     data = None
@@ -225,26 +237,6 @@ def quantize(
                 click.echo(f"  {name}: {why}")
 
     emit(summary, as_json, human)
-
-
-def _output(output: str, tflite: bool, inputs: tuple[str | None, ...]) -> Path:
-    """The checked output path (and its sidecar's), before any work: the right suffix, not a
-    device or folder, not one of the command's inputs."""
-    from edgequant.model import sidecar_path
-    from edgequant.outputs import resolve_output
-    from edgequant.tflite.convert import tflite_sidecar
-
-    suffix = ".tflite" if tflite else ".onnx"
-    if Path(output).suffix.lower() != suffix:
-        what = (
-            "--target tflite writes a .tflite model"
-            if tflite
-            else ("quantize writes an ONNX model (a .tflite needs --target tflite)")
-        )
-        raise ConfigError(f"-o {output}: {what}; name the output *{suffix}")
-    out = resolve_output(output, inputs=inputs)
-    resolve_output(tflite_sidecar(out) if tflite else sidecar_path(out))
-    return out
 
 
 def _source(

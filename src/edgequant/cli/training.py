@@ -12,12 +12,12 @@ from edgequant.cli.common import (
     POSITIVE,
     SEED,
     emit,
+    model_output,
     out_option,
     print_report,
     progress_bars,
 )
 from edgequant.cli.group import cli
-from edgequant.errors import ConfigError
 from edgequant.task import BUILTIN
 
 PRECISIONS = ["w8a8", "w4a8", "w4a4"]
@@ -171,15 +171,10 @@ def qat(
       torchrun --nproc-per-node 2 -m edgequant qat -o fmnist.qat.onnx
     """
     import edgequant as eq
-    from edgequant.model import sidecar_path
-    from edgequant.outputs import resolve_output
     from edgequant.qat.config import RangeLearning
     from edgequant.task import load_task
 
-    if Path(output).suffix.lower() != ".onnx":
-        raise ConfigError(f"-o {output}: qat writes an ONNX model; name the output *.onnx")
-    out = resolve_output(output)
-    resolve_output(sidecar_path(out))
+    out = model_output(output, "qat writes an ONNX model")
     config = eq.QATRunConfig(
         precision=precision, ranges=RangeLearning(ranges), steps=steps, lr=lr,
         keep_8bit=keep_8bit, seed=seed, checkpoint_dir=checkpoint_dir,

@@ -62,7 +62,8 @@ def evaluate(
             hits1 += int((logits.argmax(-1) == labels).sum())
             hits5 += int(_topk_hits(logits, labels, 5))
         if ref is not None:
-            ref_logits = np.asarray(run_feed(ref, _reference_feed(batch, ref_specs), ref_specs)[0])
+            ref_feed = feed if ref_specs == specs else _reference_feed(batch, ref_specs)
+            ref_logits = np.asarray(run_feed(ref, ref_feed, ref_specs)[0])
             agree += int((ref_logits.argmax(-1) == logits.argmax(-1)).sum())
             signal += float(np.sum(ref_logits.astype(np.float64) ** 2))
             noise += float(np.sum((ref_logits.astype(np.float64) - logits) ** 2))
