@@ -31,8 +31,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if not args.warm:
             os.environ["EDGEQUANT_CACHE"] = str(Path(tmp) / "cache")
-        from edgequant.demo import run_demo
         from edgequant.report import markdown_table
+        from edgequant.workflows.demo import run_demo
 
         t0 = time.perf_counter()
         result = run_demo(Path(tmp) / "demo", bench_rounds=args.rounds)

@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
 
-    from edgequant.comparison import compare, default_recipes
+    from edgequant.workflows.compare import compare, default_recipes
     from edgequant.zoo.tasks import fashion_mnist
 
     recipes = default_recipes(args.steps8, args.steps4)

@@ -104,8 +104,8 @@ def test_matmul_shift_is_the_mean_output_error() -> None:
 
 
 def test_equalised_graph_computes_the_same_function(fp32_model, test_data) -> None:
-    from edgequant.ptq.equalize import equalize_model
-    from edgequant.ptq.preprocess import optimize
+    from edgequant.graph.preprocess import optimize
+    from edgequant.ptq.equalization import equalize_model
 
     fp32 = optimize(fp32_model)
     equalised, pairs = equalize_model(fp32)
@@ -115,9 +115,9 @@ def test_equalised_graph_computes_the_same_function(fp32_model, test_data) -> No
 
 
 def test_equalisation_improves_every_depthwise_layer_at_per_tensor(fp32_model) -> None:
-    from edgequant.exporter.graph import GraphIndex
-    from edgequant.ptq.equalize import conv_pairs, equalize_model
-    from edgequant.ptq.preprocess import optimize
+    from edgequant.graph.index import GraphIndex
+    from edgequant.graph.preprocess import optimize
+    from edgequant.ptq.equalization import conv_pairs, equalize_model
 
     def depthwise_sqnr(model: eq.Model) -> list[float]:
         index = GraphIndex.of(model.proto.graph)
@@ -250,7 +250,7 @@ def test_adaround_layer_function_matches_onnx_runtime() -> None:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from edgequant.ptq.adaround_graph import layer_function
+    from edgequant.ptq.adaround import layer_function
 
     node = helper.make_node(
         "Conv", ["x", "w"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1], group=2, name="c"

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import edgequant as eq
-from edgequant.comparison import Recipe, compare
 from edgequant.task import TrainingTask
+from edgequant.workflows.compare import Recipe, compare
 
 pytestmark = pytest.mark.slow  # minutes in all: not in the fast lane
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import edgequant as eq
-from edgequant.demo import run_demo, variants
+from edgequant.workflows.demo import run_demo, variants
 
 pytestmark = pytest.mark.slow  # minutes in all: not in the fast lane
 

@@ -131,7 +131,7 @@ def test_per_tensor_weights_have_scalar_scales(
 @pytest.mark.slow
 def test_layer_sqnr_names_a_damaged_layer(int8_model, fp32_model, test_data) -> None:
     """Spoil one activation's scale; the largest per-layer loss must point at that tensor."""
-    from edgequant.ptq.preprocess import optimize
+    from edgequant.graph.preprocess import optimize
 
     reference = optimize(fp32_model)
     clean = eq.layer_sqnr(int8_model, reference, test_data, max_batches=1)
@@ -149,8 +149,8 @@ def test_layer_sqnr_names_a_damaged_layer(int8_model, fp32_model, test_data) -> 
 
 
 def test_calibration_respects_the_sample_limit(fp32_model, fmnist) -> None:
+    from edgequant.graph.preprocess import optimize
     from edgequant.ptq.calibrate import calibrate
-    from edgequant.ptq.preprocess import optimize
 
     train, _ = fmnist
     model = optimize(fp32_model)

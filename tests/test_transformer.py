@@ -128,8 +128,8 @@ def test_static_int8_keeps_accuracy_and_embeddings(task) -> None:
 
 
 def test_smoothquant_keeps_the_function_and_flattens_outliers(task) -> None:
-    from edgequant.ptq.preprocess import optimize
-    from edgequant.ptq.smooth import smooth_model
+    from edgequant.graph.preprocess import optimize
+    from edgequant.ptq.smoothquant import smooth_model
 
     fp32 = optimize(task[1])
     smoothed, count = smooth_model(fp32, task[5], alpha=0.5, max_samples=256)

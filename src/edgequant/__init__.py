@@ -34,7 +34,7 @@ _EXPORTS: dict[str, str] = {
     "Dataset": "edgequant.data",
     "ArrayDataset": "edgequant.data",
     "load_data": "edgequant.data",
-    "quantize": "edgequant.api",
+    "quantize": "edgequant.ptq",
     "evaluate": "edgequant.runtime.evaluate",
     "EvalResult": "edgequant.runtime.evaluate",
     "layer_sqnr": "edgequant.runtime.evaluate",
@@ -46,14 +46,14 @@ _EXPORTS: dict[str, str] = {
     "prepare_qat": "edgequant.qat.prepare",
     "finetune": "edgequant.qat.train",
     "export": "edgequant.qat.export",
-    "compare": "edgequant.comparison",
-    "analyze": "edgequant.sensitivity",
-    "tune": "edgequant.autotune",
-    "TuneConfig": "edgequant.autotune",
-    "TuneResult": "edgequant.autotune",
-    "Backend": "edgequant.trials",
-    "SensitivityReport": "edgequant.sensitivity",
-    "LayerSensitivity": "edgequant.sensitivity",
+    "compare": "edgequant.workflows.compare",
+    "analyze": "edgequant.analysis.sensitivity",
+    "tune": "edgequant.analysis.autotune",
+    "TuneConfig": "edgequant.analysis.autotune",
+    "TuneResult": "edgequant.analysis.autotune",
+    "Backend": "edgequant.analysis.trials",
+    "SensitivityReport": "edgequant.analysis.sensitivity",
+    "LayerSensitivity": "edgequant.analysis.sensitivity",
     "TrainingTask": "edgequant.task",
     "load_task": "edgequant.task",
     "RangeLearning": "edgequant.qat.config",
@@ -62,10 +62,10 @@ _EXPORTS: dict[str, str] = {
     "preset": "edgequant.targets",
     "TargetPreset": "edgequant.targets",
     "Runtime": "edgequant.targets",
-    "check_support": "edgequant.support",
-    "require_integer": "edgequant.support",
-    "SupportReport": "edgequant.support",
-    "NodeSupport": "edgequant.support",
+    "check_support": "edgequant.analysis.support",
+    "require_integer": "edgequant.analysis.support",
+    "SupportReport": "edgequant.analysis.support",
+    "NodeSupport": "edgequant.analysis.support",
     "to_tflite": "edgequant.tflite.convert",
     "quantize_tflite": "edgequant.tflite.convert",
     "load_tflite": "edgequant.tflite.convert",
@@ -97,9 +97,15 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from edgequant.api import quantize
-    from edgequant.autotune import TuneConfig, TuneResult, tune
-    from edgequant.comparison import compare
+    from edgequant.analysis.autotune import TuneConfig, TuneResult, tune
+    from edgequant.analysis.sensitivity import LayerSensitivity, SensitivityReport, analyze
+    from edgequant.analysis.support import (
+        NodeSupport,
+        SupportReport,
+        check_support,
+        require_integer,
+    )
+    from edgequant.analysis.trials import Backend
     from edgequant.config import (
         BiasCorrection,
         Calibrator,
@@ -116,6 +122,7 @@ if TYPE_CHECKING:
     from edgequant.data import ArrayDataset, Dataset, load_data
     from edgequant.errors import EdgeQuantError
     from edgequant.model import Model, load
+    from edgequant.ptq import quantize
     from edgequant.qat.config import QATConfig, RangeLearning
     from edgequant.qat.export import export
     from edgequant.qat.prepare import prepare_qat
@@ -123,9 +130,7 @@ if TYPE_CHECKING:
     from edgequant.qat.train import finetune
     from edgequant.runtime.benchmark import BenchResult, benchmark
     from edgequant.runtime.evaluate import EvalResult, LayerError, evaluate, layer_sqnr
-    from edgequant.sensitivity import LayerSensitivity, SensitivityReport, analyze
     from edgequant.spec import PerChannel, PerGroup, PerTensor, QType, QuantSpec, Symmetry
-    from edgequant.support import NodeSupport, SupportReport, check_support, require_integer
     from edgequant.targets import Runtime, TargetPreset, preset
     from edgequant.task import TrainingTask, load_task
     from edgequant.tflite.convert import (
@@ -141,6 +146,6 @@ if TYPE_CHECKING:
         evaluate_tflite,
         predict_tflite,
     )
-    from edgequant.trials import Backend
+    from edgequant.workflows.compare import compare
     from edgequant.workflows.qat_run import QATRun, QATRunConfig, run_qat
     from edgequant.workflows.quantize import CheckedQuantization, quantize_checked

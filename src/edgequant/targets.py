@@ -3,7 +3,7 @@
 A preset fixes what the hardware's integer kernels accept (weight and activation types,
 symmetry, granularity), which operators may stay float, whether the model's own inputs and
 outputs are integer, and the runtime that runs it. `PTQConfig.for_target(target)` builds the
-quantization config; `edgequant.support` checks a model against the preset's runtime.
+quantization config; `edgequant.analysis.support` checks a model against the preset's runtime.
 Presets are named after Optimum's `arm64()`, `avx512_vnni()`, `tensorrt()` (see STYLE.md); the
 table below is the only place their rules live.
 """

@@ -59,7 +59,7 @@ def eval_cmd(
     out: dict[str, Any] = res.to_dict()
     out["not_measured"] = _not_measured(res, data)
     if layers and ref is not None:
-        from edgequant.ptq.preprocess import optimize
+        from edgequant.graph.preprocess import optimize
 
         out["layers"] = [vars(r) for r in eq.layer_sqnr(m, optimize(ref), dataset)]
 

@@ -39,7 +39,7 @@ def demo(out: str, as_json: bool) -> None:
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from edgequant.demo import run_demo
+    from edgequant.workflows.demo import run_demo
 
     with progress_bars(not as_json) as progress:
         result = run_demo(Path(out), progress=progress)
@@ -93,9 +93,9 @@ def compare_cmd(
       edgequant compare -o compare-report
       edgequant compare --task mytrain:make_task --precision w4a8 --steps 300
     """
-    from edgequant.comparison import compare, default_recipe
     from edgequant.outputs import check_report_dir
     from edgequant.task import load_task
+    from edgequant.workflows.compare import compare, default_recipe
 
     recipes = [default_recipe(p, steps) for p in precisions]
     check_report_dir(out)

@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgequant.exporter.graph import GraphIndex, topological_sort
 from edgequant.exporter.plan import QuantPlan, TensorQuant
+from edgequant.graph.index import GraphIndex, topological_sort
 from edgequant.primitives import bias_scale, quantize, quantize_bias
 from edgequant.spec import PerChannel, PerGroup
 

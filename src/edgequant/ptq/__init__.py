@@ -1,13 +1,19 @@
-"""Post-training quantization of ONNX models: static, dynamic, FP16 and INT4 weight-only."""
+"""Post-training quantization: `quantize(model, config, calibration=...)`, the one verb for ONNX
+and torch models, dispatching to static, dynamic, FP16 and INT4 weight-only."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
+import onnx
+
+from edgequant import __version__
 from edgequant.config import Method, PTQConfig
 from edgequant.errors import ConfigError
-from edgequant.model import Model
+from edgequant.model import Model, load
 from edgequant.progress import ProgressFn, silent
 
 
@@ -38,3 +44,46 @@ def quantize_onnx(
     from edgequant.ptq.int4 import quantize_int4
 
     return quantize_int4(model, config, calibration, progress)
+
+
+def quantize(
+    model: Any,
+    config: PTQConfig | None = None,
+    *,
+    calibration: Iterable[Any] | None = None,
+    example_input: Any = None,
+    progress: ProgressFn = silent,
+) -> Model:
+    """Quantize a model as `config` says; static INT8 by default.
+
+    `model` is an ONNX model (a `Model`, a ModelProto or a path) or a torch `nn.Module`, which is
+    first exported to FP32 ONNX with `example_input` (one batch, e.g. torch.zeros(1, 3, 224, 224)),
+    so PTQ and QAT start from the same module. Returns a new in-memory `Model`; call
+    `.save(path)` to write it with its `.quant.json`.
+    """
+    from edgequant.exporter.precision import check_names
+
+    source = _as_onnx(model, example_input)
+    config = config or PTQConfig.int8()
+    if config.method is not Method.STATIC:  # static checks names on its cleaned-up graph
+        check_names({}, source.proto.graph, config.exclude_nodes)
+    out = quantize_onnx(source, config, calibration=calibration, progress=progress)
+    out.provenance.setdefault("edgequant", __version__)
+    out.provenance["source_sha256"] = hashlib.sha256(source.serialize()).hexdigest()
+    return out
+
+
+def _as_onnx(model: Any, example_input: Any) -> Model:
+    if isinstance(model, Model | onnx.ModelProto | str | Path):
+        return load(model)
+    if type(model).__module__.startswith("torch") or hasattr(model, "state_dict"):
+        if example_input is None:
+            raise ConfigError(
+                "a torch model needs example_input=... (one input batch) to be exported to ONNX"
+            )
+        from edgequant.torch_onnx import to_onnx
+
+        return to_onnx(model, example_input, type(model).__name__.lower())
+    raise ConfigError(
+        f"cannot quantize a {type(model).__name__}: give an ONNX model, a path, or a torch nn.Module"
+    )

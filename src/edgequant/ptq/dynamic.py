@@ -16,13 +16,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgequant.config import PTQConfig
 from edgequant.errors import NothingToQuantizeError
-from edgequant.exporter.graph import GraphIndex
+from edgequant.graph.index import GraphIndex
+from edgequant.graph.preprocess import optimize
+from edgequant.graph.rewrite import linear_nodes, replace_nodes
 from edgequant.model import Model
 from edgequant.primitives import quantize
 from edgequant.ptq.embeddings import embed_int8
-from edgequant.ptq.preprocess import optimize
 from edgequant.ptq.static import weight_quant
-from edgequant.ptq.weights import linear_nodes, replace_nodes
 from edgequant.spec import PerChannel
 
 

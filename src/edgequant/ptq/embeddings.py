@@ -18,7 +18,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgequant.config import Embeddings, PTQConfig
-from edgequant.exporter.graph import GraphIndex, attribute, topological_sort
+from edgequant.graph.index import GraphIndex, attribute, topological_sort
 from edgequant.primitives import quantize, reduce_range, scale_zero_point
 from edgequant.spec import PerChannel, QType, QuantSpec, Symmetry
 

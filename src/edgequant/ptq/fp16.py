@@ -14,9 +14,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgequant.config import PTQConfig
-from edgequant.exporter.graph import topological_sort
+from edgequant.graph.index import topological_sort
+from edgequant.graph.preprocess import optimize
 from edgequant.model import Model
-from edgequant.ptq.preprocess import optimize
 
 FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
 

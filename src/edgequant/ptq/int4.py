@@ -17,17 +17,17 @@ from onnx import helper, numpy_helper
 from edgequant.algorithms.gptq import gptq_quantize
 from edgequant.config import PTQConfig, Rounding
 from edgequant.errors import ConfigError, NothingToQuantizeError
-from edgequant.exporter.graph import GraphIndex
 from edgequant.exporter.plan import TensorQuant
+from edgequant.graph.index import GraphIndex
+from edgequant.graph.preprocess import optimize
+from edgequant.graph.rewrite import linear_nodes, replace_nodes
 from edgequant.model import Model
 from edgequant.observers import FeatureGram
 from edgequant.primitives import quantize
 from edgequant.progress import ProgressFn, silent
 from edgequant.ptq.calibrate import calibrate
 from edgequant.ptq.embeddings import embed_int8
-from edgequant.ptq.preprocess import optimize
 from edgequant.ptq.static import weight_quant
-from edgequant.ptq.weights import linear_nodes, replace_nodes
 from edgequant.spec import PerGroup, QuantSpec
 
 INT4_OPSET = 21  # int4 tensors and blocked DequantizeLinear

@@ -9,13 +9,13 @@ would) has the fused graph the calibrated model will have.
 
 from __future__ import annotations
 
-from edgequant.compute import float_tensors
 from edgequant.config import PTQConfig
-from edgequant.exporter.graph import GraphIndex
+from edgequant.exporter.precision import float_layers
+from edgequant.graph.index import GraphIndex
+from edgequant.graph.macs import float_tensors
+from edgequant.graph.preprocess import optimize
+from edgequant.graph.rules import FOLDABLE_ACTIVATIONS
 from edgequant.model import Model
-from edgequant.ptq.mixed import float_layers
-from edgequant.ptq.preprocess import optimize
-from edgequant.ptq.rules import FOLDABLE_ACTIVATIONS
 from edgequant.ptq.static import (
     Calibrated,
     min_opset,

@@ -22,21 +22,21 @@ from edgequant.config import (
 )
 from edgequant.errors import ConfigError, NothingToQuantizeError
 from edgequant.exporter import QuantPlan, TensorQuant, export_qdq
-from edgequant.exporter.graph import GraphIndex, attribute
+from edgequant.exporter.precision import activation_specs, check_names, float_layers, weight_specs
+from edgequant.exporter.select import Selection, clip_max, rule_for, select
+from edgequant.graph.index import GraphIndex, attribute
+from edgequant.graph.preprocess import optimize, upgrade_opset
+from edgequant.graph.rules import RANGE_LIMIT, Role
 from edgequant.model import Model
 from edgequant.observers import clip_range
 from edgequant.primitives import fake_quantize, reduce_range, scale_zero_point
 from edgequant.progress import ProgressFn, silent
-from edgequant.ptq.bias_correct import correct_biases, correctable
+from edgequant.ptq.bias_correction import correct_biases, correctable
 from edgequant.ptq.calibrate import calibrate
 from edgequant.ptq.embeddings import embed_int8
-from edgequant.ptq.equalize import equalize_model
+from edgequant.ptq.equalization import equalize_model
 from edgequant.ptq.fp16 import to_fp16_layers
-from edgequant.ptq.mixed import activation_specs, check_names, float_layers, weight_specs
-from edgequant.ptq.preprocess import optimize, upgrade_opset
-from edgequant.ptq.rules import RANGE_LIMIT, Role
-from edgequant.ptq.select import Selection, clip_max, rule_for, select
-from edgequant.ptq.smooth import smooth_model
+from edgequant.ptq.smoothquant import smooth_model
 from edgequant.spec import PerChannel, PerTensor, QuantSpec
 
 
@@ -92,7 +92,7 @@ class Calibrated:
         if key not in self.rounded:
             try:
                 from edgequant.algorithms.adaround import AdaRoundConfig
-                from edgequant.ptq.adaround_graph import adaround_node
+                from edgequant.ptq.adaround import adaround_node
             except ImportError:
                 raise ConfigError("AdaRound needs torch: pip install 'edgequant[torch]'") from None
             index = GraphIndex.of(self.fp32.proto.graph)

@@ -16,17 +16,17 @@ import numpy as np
 import onnx
 
 from edgequant.exporter import QuantPlan, TensorQuant, export_qdq
-from edgequant.exporter.graph import GraphIndex
+from edgequant.graph.index import GraphIndex
+from edgequant.graph.preprocess import upgrade_opset
+from edgequant.graph.rules import OP_RULES, Role
 from edgequant.model import Model
-from edgequant.ptq.preprocess import upgrade_opset
-from edgequant.ptq.rules import OP_RULES, Role
 from edgequant.spec import PerChannel, QType, QuantSpec, Symmetry
 from edgequant.torch_onnx import OPSET, export_proto
 
 
 def export(model: Any, example_input: Any, name: str = "model") -> Model:
     """The QDQ ONNX model of a prepared (and trained) QAT model."""
-    from edgequant.ptq.preprocess import _name_nodes
+    from edgequant.graph.preprocess import _name_nodes
     from edgequant.qat.state import qat_state
 
     weight_log: list[tuple[QuantSpec, np.ndarray]] = []

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgequant.analysis.sensitivity import SensitivityReport
 from edgequant.outputs import write_atomic
 from edgequant.report.figure import save_figure
-from edgequant.sensitivity import SensitivityReport
 
 
 def sensitivity_table(report: SensitivityReport, limit: int | None = None) -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgequant.analysis.support import check_support
 from edgequant.config import Target
 from edgequant.model import Model
 from edgequant.report.write import Section
-from edgequant.support import check_support
 from edgequant.targets import preset
 from edgequant.workflows.targets import TargetsRun
 

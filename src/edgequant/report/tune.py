@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgequant.autotune import TuneResult
+from edgequant.analysis.autotune import TuneResult
 from edgequant.outputs import write_atomic
 from edgequant.report.figure import save_figure
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from edgequant.analysis.support import NodeSupport, SupportReport
 from edgequant.data import split_item
 from edgequant.errors import DataError, DependencyError
 from edgequant.runtime.evaluate import check_labels
-from edgequant.support import NodeSupport, SupportReport
 from edgequant.tflite.convert import TFLiteModel, native_output_captured
 
 _BOUNDARY = frozenset({"QUANTIZE", "DEQUANTIZE"})

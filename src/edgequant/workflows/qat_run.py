@@ -72,13 +72,13 @@ def run_qat(
     """Quantization-aware training of `task.model` (untouched: QAT works on a copy), exported
     to QDQ ONNX. Under torchrun it trains with DistributedDataParallel and only the first
     process exports and evaluates (the others return a run without a model)."""
-    from edgequant.comparison import default_recipe
     from edgequant.qat.distributed import init_from_env, is_main_process, rank_and_world, shutdown
     from edgequant.qat.export import export
     from edgequant.qat.prepare import prepare_qat
     from edgequant.qat.train import finetune
     from edgequant.runtime.evaluate import evaluate
     from edgequant.torch_onnx import to_onnx
+    from edgequant.workflows.compare import default_recipe
 
     recipe = default_recipe(config.precision, config.steps, config.lr)
     qat_config = replace(

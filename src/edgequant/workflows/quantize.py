@@ -7,10 +7,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from edgequant.analysis.support import SupportReport, check_support, require_integer
 from edgequant.config import Method, PTQConfig
 from edgequant.model import Model
 from edgequant.progress import ProgressFn, silent
-from edgequant.support import SupportReport, check_support, require_integer
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def quantize_checked(
     after. `strict` raises `UnsupportedOperatorError` as soon as a node would stay float,
     before any calibration when the plan already shows it. `source` (e.g. the model's path)
     is recorded in the provenance."""
-    from edgequant.api import quantize
+    from edgequant.ptq import quantize
 
     planned = check_support(model, config) if config.method is Method.STATIC else None
     if strict and planned is not None:

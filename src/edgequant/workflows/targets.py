@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgequant.api import quantize
+from edgequant.analysis.support import SupportReport, check_support
 from edgequant.config import PTQConfig, Target
 from edgequant.data import ArrayDataset
 from edgequant.model import Model
 from edgequant.progress import ProgressFn, silent
+from edgequant.ptq import quantize
 from edgequant.runtime.benchmark import benchmark
 from edgequant.runtime.evaluate import evaluate
-from edgequant.support import SupportReport, check_support
 from edgequant.targets import preset
 
 

@@ -15,9 +15,9 @@ import onnx
 
 from edgequant.config import Precision, PTQConfig
 from edgequant.errors import ConfigError
-from edgequant.exporter.graph import GraphIndex
-from edgequant.ptq.rules import Role
-from edgequant.ptq.select import Selection, data_inputs, rule_for
+from edgequant.exporter.select import Selection, data_inputs, rule_for
+from edgequant.graph.index import GraphIndex
+from edgequant.graph.rules import Role
 from edgequant.spec import QType, QuantSpec, Symmetry
 
 FP16_OPS = frozenset({"Conv", "Gemm", "MatMul"})  # float inputs, float weights: safe to cast

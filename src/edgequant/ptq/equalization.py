@@ -16,7 +16,7 @@ import onnx
 from onnx import numpy_helper
 
 from edgequant.algorithms.equalization import equalize_pair
-from edgequant.exporter.graph import GraphIndex, attribute
+from edgequant.graph.index import GraphIndex, attribute
 from edgequant.model import Model
 
 MAX_ROUNDS = 50

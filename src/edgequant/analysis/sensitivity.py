@@ -91,9 +91,9 @@ def analyze(
     FP32 outputs (every model built, 2 per layer, is scored against them), so a few thousand
     samples are plenty.
     """
+    from edgequant.analysis.support import check_support
     from edgequant.ptq.static import calibrate_static, quantize_calibrated
     from edgequant.runtime.scoring import Scorer
-    from edgequant.support import check_support
 
     config = config or PTQConfig.int8()
     if config.method is not Method.STATIC:

@@ -19,9 +19,9 @@ from typing import Any
 
 import onnx
 
-from edgequant.compute import float_tensors, node_macs, weight_macs
 from edgequant.config import Method, PTQConfig, Target
 from edgequant.errors import UnsupportedOperatorError
+from edgequant.graph.macs import float_tensors, node_macs, weight_macs
 from edgequant.model import Model
 from edgequant.targets import Runtime, TargetPreset, preset
 
@@ -162,10 +162,10 @@ def _planned_by_ort(model: Model, config: PTQConfig, p: TargetPreset) -> Support
 
 def _planned(model: Model, config: PTQConfig, p: TargetPreset) -> SupportReport:
     from edgequant.config import Coverage
-    from edgequant.exporter.graph import GraphIndex
-    from edgequant.ptq.mixed import float_layers
-    from edgequant.ptq.preprocess import optimize
-    from edgequant.ptq.select import select
+    from edgequant.exporter.precision import float_layers
+    from edgequant.exporter.select import select
+    from edgequant.graph.index import GraphIndex
+    from edgequant.graph.preprocess import optimize
     from edgequant.ptq.static import resolve_coverage
 
     fp32 = optimize(model)
@@ -188,7 +188,7 @@ def _planned(model: Model, config: PTQConfig, p: TargetPreset) -> SupportReport:
 def _ort_cpu(model: Model, p: TargetPreset) -> SupportReport:
     """Ask ONNX Runtime: its optimizer turns every QDQ pattern it has a kernel for into an
     integer op; whatever is left reading dequantized tensors runs in float."""
-    from edgequant.ptq.preprocess import ort_optimized
+    from edgequant.graph.preprocess import ort_optimized
 
     fused = ort_optimized(model.proto, extended=True)
     planned = model.provenance.get("float_nodes", {})
@@ -294,7 +294,7 @@ def _fp16(model: Model, p: TargetPreset) -> SupportReport:
     proto = model.proto
     method = "tensor types of the FP16 graph"
     if p.runtime is Runtime.ORT_CPU:
-        from edgequant.ptq.preprocess import ort_optimized
+        from edgequant.graph.preprocess import ort_optimized
 
         proto = ort_optimized(model.proto, extended=True)
         method = "tensor types in ONNX Runtime's CPU graph (its inserted Casts included)"

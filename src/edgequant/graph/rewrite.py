@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from edgequant.exporter.graph import GraphIndex, attribute
+from edgequant.graph.index import GraphIndex, attribute
 
 
 @dataclass(frozen=True)

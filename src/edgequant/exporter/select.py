@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from edgequant.exporter.graph import GraphIndex, attribute
-from edgequant.ptq.rules import FOLDABLE_ACTIVATIONS, OP_RULES, OpRule, Role
+from edgequant.graph.index import GraphIndex, attribute
+from edgequant.graph.rules import FOLDABLE_ACTIVATIONS, OP_RULES, OpRule, Role
 
 
 @dataclass

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from edgequant.algorithms.adaround import AdaRoundConfig, adaround
 from edgequant.exporter import TensorQuant
-from edgequant.exporter.graph import GraphIndex, attribute
+from edgequant.graph.index import GraphIndex, attribute
 from edgequant.primitives import dequantize
 from edgequant.spec import PerChannel, PerTensor, Symmetry
 

@@ -11,7 +11,7 @@ import math
 import onnx
 from onnx import shape_inference
 
-from edgequant.exporter.graph import attribute
+from edgequant.graph.index import attribute
 
 _MAC_OPS = frozenset({"Conv", "ConvInteger", "Gemm", "MatMul", "MatMulInteger"})
 

@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from onnx import numpy_helper
 
 from edgequant.algorithms.bias_correction import conv_output_shift, matmul_output_shift
-from edgequant.exporter.graph import GraphIndex, attribute
+from edgequant.graph.index import GraphIndex, attribute
 
 # node, its float weight -> the weight after quantization and dequantization
 QuantizedWeight = Callable[[onnx.NodeProto, NDArray[np.float32]], NDArray[np.float32]]

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from edgequant.api import quantize
 from edgequant.config import ACTIVATIONS_INT8, Calibrator, PTQConfig
 from edgequant.data import ArrayDataset
 from edgequant.model import Model
 from edgequant.outputs import check_report_dir, resolve_output_dir
 from edgequant.progress import ProgressFn, silent
+from edgequant.ptq import quantize
 from edgequant.report import Row, Section, write_report
 from edgequant.report.targets import target_section
 from edgequant.runtime.benchmark import benchmark
@@ -259,7 +259,7 @@ def run_demo(out_dir: Path, *, progress: ProgressFn = silent, bench_rounds: int 
 
 def _weakest_layers(quantized: Model, fp32: Model, data: ArrayDataset) -> str:
     """One sentence naming the nodes that add the most quantization error (per-layer SQNR)."""
-    from edgequant.ptq.preprocess import optimize
+    from edgequant.graph.preprocess import optimize
     from edgequant.runtime.evaluate import layer_sqnr
 
     rows = sorted(

@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from edgequant import __version__
+from edgequant.analysis.trials import Backend, Measured, TrialRunner
 from edgequant.config import Method, Precision, PTQConfig
 from edgequant.errors import ConfigError, DataError
 from edgequant.model import Model
 from edgequant.outputs import resolve_output_dir
 from edgequant.progress import ProgressFn, silent
-from edgequant.trials import Backend, Measured, TrialRunner
 
 LADDER = tuple(Precision)  # smallest to most accurate
 
@@ -292,7 +292,7 @@ class _Search:
     def prepare_rounding(self) -> None:
         """AdaRound every layer at every integer rung now, so trials (and Ray workers) reuse it."""
         from edgequant.config import Rounding
-        from edgequant.ptq.mixed import weight_template
+        from edgequant.exporter.precision import weight_template
         from edgequant.ptq.static import aim_for_target
 
         if self.config.ptq.rounding is not Rounding.ADAROUND:
@@ -352,9 +352,9 @@ class _Search:
 
     def _save_best(self, trial: Trial, job: dict[str, Precision]) -> None:
         """Rebuild the model (deterministic) and write it and the report, atomically."""
+        from edgequant.analysis.support import check_support
         from edgequant.ptq.static import quantize_calibrated
         from edgequant.report.tune import write_tune_report
-        from edgequant.support import check_support
 
         model = quantize_calibrated(self.calibrated, precisions=job)
         model.provenance.update(self.source)

@@ -19,7 +19,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgequant.algorithms.smoothquant import smooth_weight, smoothing_scales
-from edgequant.exporter.graph import GraphIndex, topological_sort
+from edgequant.graph.index import GraphIndex, topological_sort
 from edgequant.model import Model
 from edgequant.observers import FeatureAbsMax
 from edgequant.progress import ProgressFn, silent
