@@ -306,3 +306,63 @@ def test_fake_quant_bias_matches_the_exporter_grid() -> None:
     expected = quantize_bias(b, scale).astype(np.float32) * scale
     got = fake_quant_bias(torch.from_numpy(b), torch.tensor([s_act]), torch.from_numpy(s_w))
     np.testing.assert_array_equal(got.numpy(), expected)
+
+
+class ClipBlocks(nn.Module):
+    """Conv-BN-ReLU6, Conv-ReLU, a residual Add-ReLU, pooling and Linear-ReLU-Linear: every
+    fold the planner knows (Relu, Clip(0, 6), after Conv, Add and Gemm)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6())
+        self.conv = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.pool = nn.MaxPool2d(4)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(8 * 7 * 7, 32), nn.ReLU(), nn.Linear(32, 10)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.stem(x)
+        y = torch.relu(self.conv(y) + y)
+        return self.head(self.pool(y))
+
+
+def _plan_summary(proto: onnx.ModelProto, plan) -> dict:
+    """A plan by structure (tensor names differ between the two exports): who produces each
+    quantized activation, how each weight is quantized, how many int32 biases, which folds."""
+    from edgequant.graph.index import GraphIndex
+
+    index = GraphIndex.of(proto.graph)
+
+    def producer(t: str) -> str:
+        node = index.producer.get(t)
+        return node.op_type if node is not None else "input"
+
+    return {
+        "activations": sorted(producer(t) for t in plan.activations),
+        "weights": sorted((tq.spec.qtype.value, type(tq.spec.granularity).__name__) for tq in plan.weights.values()),
+        "biases": len(plan.biases),
+        "folded": sorted(index.node(n).op_type for n in plan.folded),
+    }  # fmt: skip
+
+
+def test_ptq_and_qat_plans_agree_folds_included(calibration) -> None:
+    """One planner: the same module planned by static PTQ (calibration) and by QAT (ranges
+    observed on the same data) quantizes the same tensors and weights, stores the same int32
+    biases and folds the same Relu and Clip(0, 6) nodes into their quantizers."""
+    from edgequant.ptq.static import calibrate_static, plan_calibrated
+    from edgequant.qat.export import plan_qat
+    from edgequant.torch_onnx import to_onnx
+
+    module = ClipBlocks().eval()
+    example = torch.zeros(1, 1, 28, 28)
+    fp32 = to_onnx(module, example, "blocks")
+    config = eq.PTQConfig.int8(calibrator=eq.Calibrator.MINMAX)
+    ptq = plan_calibrated(calibrate_static(fp32, config, calibration))
+    qat = eq.prepare_qat(ClipBlocks(), eq.QATConfig.int8(), calibration=calibration)
+    qat_proto, qat_plan = plan_qat(qat, example)
+    ptq_summary = _plan_summary(ptq.proto, ptq.plan)
+    assert _plan_summary(qat_proto, qat_plan) == ptq_summary
+    assert ptq_summary["folded"] == ["Clip", "Relu", "Relu", "Relu"]
+    assert ptq_summary["biases"] == 4  # every layer's bias (the writer keeps Conv's float)

@@ -208,7 +208,9 @@ def test_embedding_tables_are_int8_per_row_and_exact() -> None:
     rows equal codes x scale of each row, computed in ONNX Runtime."""
     from onnx import TensorProto, helper
 
-    from edgequant.ptq.embeddings import ROW_SPEC, quantize_embeddings
+    from edgequant.exporter.plan import QuantPlan
+    from edgequant.exporter.planner import ROW_SPEC, plan_embeddings
+    from edgequant.exporter.write import write
     from edgequant.runtime.session import make_session
 
     rng = np.random.default_rng(3)
@@ -223,7 +225,9 @@ def test_embedding_tables_are_int8_per_row_and_exact() -> None:
         [numpy_helper.from_array(table, "table")],
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    assert quantize_embeddings(proto) == ["table"]
+    plan = QuantPlan(embeddings=plan_embeddings(proto.graph, frozenset()))
+    assert list(plan.embeddings) == ["table"]
+    proto = write(proto, plan)
     ids = rng.integers(0, 1000, size=(4, 5)).astype(np.int64)
     out = make_session(eq.Model(proto, "emb")).run(None, {"ids": ids})[0]
     scale, _ = scale_zero_point(*reduce_range(table, ROW_SPEC), ROW_SPEC)

@@ -1,7 +1,9 @@
-"""The intermediate result both PTQ and QAT hand to the exporter.
+"""The intermediate result every method hands to the one writer (`exporter.write`).
 
 Float weights stay in the graph; the plan says, per tensor, which `QuantSpec` and which
-scale/zero-point to use. PTQ fills it from calibration, QAT from learned ranges.
+scale/zero-point to use, and which nodes run in float16. Static PTQ fills it from calibration,
+QAT from learned ranges, dynamic and weight-only INT4 from the weights alone, FP16 with no numbers
+at all (see `exporter.planner`).
 """
 
 from __future__ import annotations
@@ -56,3 +58,16 @@ class QuantPlan:
     # every bias as int32 behind a DequantizeLinear, Conv too (full-integer targets: an NPU
     # takes no float constant; ONNX Runtime's CPU would quantize a float Conv bias itself)
     int32_biases: bool = False
+    # weight name -> its integer codes when an algorithm chose the rounding (GPTQ); otherwise
+    # the writer rounds the float weight to nearest with the weight's `TensorQuant`
+    weight_codes: dict[str, NDArray[np.integer]] = field(default_factory=dict)
+    # MatMul node -> the quantization of its constant (K, N) weight; its input is quantized at
+    # run time (DynamicQuantizeLinear -> MatMulInteger, fused by ORT to DynamicQuantizeMatMul)
+    dynamic: dict[str, TensorQuant] = field(default_factory=dict)
+    # Gather table -> its per-row int8 quantization (only looked-up rows are dequantized)
+    embeddings: dict[str, TensorQuant] = field(default_factory=dict)
+    # nodes computed in float16 between Casts (mixed precision)
+    half_nodes: tuple[str, ...] = ()
+    # the whole model in float16 by ONNX Runtime's converter, except the nodes in `keep_float`
+    half_model: bool = False
+    keep_float: tuple[str, ...] = ()

@@ -12,7 +12,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgequant.exporter.plan import QuantPlan, TensorQuant
-from edgequant.graph.index import GraphIndex, topological_sort
+from edgequant.graph.index import GraphIndex, NameSource, topological_sort
 from edgequant.primitives import bias_scale, quantize, quantize_bias
 from edgequant.spec import PerChannel, PerGroup
 
@@ -22,7 +22,7 @@ def export_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
-    names = _NameSource(graph)
+    names = NameSource(graph)
     _remove_folded(graph, plan.folded)
     index = GraphIndex.of(graph)
     new_nodes: list[onnx.NodeProto] = []
@@ -30,8 +30,11 @@ def export_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     renames: dict[str, str] = {}
 
     for name, tq in plan.weights.items():
-        values = index.array(name).astype(np.float32)
-        q = quantize(values, tq.scale, tq.zero_point, tq.spec).astype(tq.spec.qtype.numpy_dtype)
+        q = plan.weight_codes.get(name)
+        if q is None:
+            values = index.array(name).astype(np.float32)
+            q = quantize(values, tq.scale, tq.zero_point, tq.spec)
+        q = q.astype(tq.spec.qtype.numpy_dtype)
         renames[name] = _dequantize_constant(name, q, tq, names, new_nodes, new_inits)
     int32_biases = {
         b: pair for b, pair in plan.biases.items() if plan.int32_biases or _needs_int32(b, index)
@@ -92,7 +95,7 @@ def _outputs_dequantized(
     graph: onnx.GraphProto,
     new_nodes: list[onnx.NodeProto],
     act_renames: dict[str, str],
-    names: _NameSource,
+    names: NameSource,
 ) -> None:
     """A quantized graph output is read through its Q/DQ pair: the producer writes a fresh
     tensor and the DequantizeLinear writes the output's name (full-integer targets)."""
@@ -107,7 +110,7 @@ def _outputs_dequantized(
 def _quantize_activation(
     name: str,
     tq: TensorQuant,
-    names: _NameSource,
+    names: NameSource,
     nodes: list[onnx.NodeProto],
     inits: list[onnx.TensorProto],
 ) -> str:
@@ -125,7 +128,7 @@ def _dequantize_constant(
     name: str,
     q: np.ndarray,
     tq: TensorQuant,
-    names: _NameSource,
+    names: NameSource,
     nodes: list[onnx.NodeProto],
     inits: list[onnx.TensorProto],
 ) -> str:
@@ -143,7 +146,7 @@ def _dequantize_int32(
     name: str,
     q: np.ndarray,
     scale: np.ndarray,
-    names: _NameSource,
+    names: NameSource,
     nodes: list[onnx.NodeProto],
     inits: list[onnx.TensorProto],
 ) -> str:
@@ -158,7 +161,7 @@ def _dequantize_int32(
     return dq_out
 
 
-def _params(tq: TensorQuant, names: _NameSource, inits: list[onnx.TensorProto]) -> tuple[str, str]:
+def _params(tq: TensorQuant, names: NameSource, inits: list[onnx.TensorProto]) -> tuple[str, str]:
     s_name, z_name = names.new("s"), names.new("z")
     inits.append(numpy_helper.from_array(np.asarray(tq.scale, np.float32), s_name))
     inits.append(
@@ -186,25 +189,3 @@ def _set_opset(model: onnx.ModelProto, minimum: int) -> None:
     for opset in model.opset_import:
         if opset.domain in ("", "ai.onnx") and opset.version < minimum:
             opset.version = minimum
-
-
-class _NameSource:
-    """Fresh tensor/node names that never collide with names already in the graph."""
-
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self.taken = {i.name for i in graph.initializer} | {i.name for i in graph.input}
-        for node in graph.node:
-            self.taken.update(node.output)
-            self.taken.add(node.name)
-        self.counter = 0
-
-    def new(self, prefix: str) -> str:
-        """Short names (`dq7`, `s12`): the long layer names are kept on the original tensors;
-        repeating them on every Q/DQ tensor was 30% of a small model's file."""
-        self.counter += 1
-        name = f"{prefix}{self.counter}"
-        while name in self.taken:
-            self.counter += 1
-            name = f"{prefix}{self.counter}"
-        self.taken.add(name)
-        return name

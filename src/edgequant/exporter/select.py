@@ -148,10 +148,22 @@ def _weight_reason(node: onnx.NodeProto, rule: OpRule, index: GraphIndex) -> str
 def _register_fold(
     node: onnx.NodeProto, sel: Selection, index: GraphIndex, quantized: set[str]
 ) -> None:
-    """A Relu/Clip(0, c) that is the sole consumer of a quantized compute node's output is a
-    fold candidate (decided after calibration); its output is quantized either way."""
-    if not node.output:
+    """A fold candidate (decided after calibration, `planner.plan_folds`); the activation's
+    output is quantized either way."""
+    act = fold_target(node, index)
+    if act is None:
         return
+    sel.fold_candidates[act.name] = node.output[0]
+    if act.output[0] not in quantized:
+        quantized.add(act.output[0])
+        sel.activations.append(act.output[0])
+
+
+def fold_target(node: onnx.NodeProto, index: GraphIndex) -> onnx.NodeProto | None:
+    """The Relu/Clip(0, c) that is the sole consumer of `node`'s output, if neither tensor is a
+    graph output: the one activation a quantizer after it could do the work of."""
+    if not node.output:
+        return None
     out = node.output[0]
     users = index.consumers.get(out, [])
     if (
@@ -159,14 +171,11 @@ def _register_fold(
         or len(users) != 1
         or users[0].op_type not in FOLDABLE_ACTIVATIONS
     ):
-        return
+        return None
     act = users[0]
     if act.output[0] in index.graph_outputs or not _clips_at_zero(act, index):
-        return
-    sel.fold_candidates[act.name] = out
-    if act.output[0] not in quantized:
-        quantized.add(act.output[0])
-        sel.activations.append(act.output[0])
+        return None
+    return act
 
 
 def _clips_at_zero(node: onnx.NodeProto, index: GraphIndex) -> bool:

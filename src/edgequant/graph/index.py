@@ -93,3 +93,34 @@ def topological_sort(nodes: list[onnx.NodeProto], available: set[str]) -> list[o
     if len(order) != len(nodes):
         raise ValueError("graph has a cycle")
     return order
+
+
+class NameSource:
+    """Fresh tensor/node names that never collide with names already in the graph."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.taken = {i.name for i in graph.initializer} | {i.name for i in graph.input}
+        for node in graph.node:
+            self.taken.update(node.output)
+            self.taken.add(node.name)
+        self.counter = 0
+
+    def new(self, prefix: str) -> str:
+        """Short names (`dq7`, `s12`): the long layer names are kept on the original tensors;
+        repeating them on every Q/DQ tensor was 30% of a small model's file."""
+        self.counter += 1
+        name = f"{prefix}{self.counter}"
+        while name in self.taken:
+            self.counter += 1
+            name = f"{prefix}{self.counter}"
+        self.taken.add(name)
+        return name
+
+    def named(self, base: str) -> str:
+        """`base` itself if free, else `base_1`, `base_2`, ...: readable names for new nodes."""
+        name, k = base, 0
+        while name in self.taken:
+            k += 1
+            name = f"{base}_{k}"
+        self.taken.add(name)
+        return name

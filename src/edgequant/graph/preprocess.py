@@ -25,7 +25,7 @@ MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear
 def optimize(model: Model, min_opset: int = MIN_OPSET) -> Model:
     """ORT basic optimisations, opset >= `min_opset`, and a unique name on every node."""
     optimized = ort_optimized(upgrade_opset(model.proto, min_opset))
-    _name_nodes(optimized.graph)
+    name_nodes(optimized.graph)
     return Model(optimized, model.name, dict(model.provenance))
 
 
@@ -67,7 +67,7 @@ def upgrade_opset(proto: onnx.ModelProto, minimum: int) -> onnx.ModelProto:
         ) from None
 
 
-def _name_nodes(graph: onnx.GraphProto) -> None:
+def name_nodes(graph: onnx.GraphProto) -> None:
     taken: set[str] = set()
     for i, node in enumerate(graph.node):
         if not node.name or node.name in taken:

@@ -1,7 +1,9 @@
-"""Rewriting MatMul/Gemm nodes whose weight is constant: shared by dynamic INT8 and INT4.
+"""MatMul/Gemm nodes whose weight is constant, as MatMul(x, W (K, N)) (+ Add(bias)).
 
-Both methods need the weight as a (K, N) matrix multiplied from the right; Gemm with transB
-stores (N, K). Gemm with transA, alpha or beta other than 1 is left alone (listed as float).
+Dynamic INT8 and weight-only INT4 both need the weight as a (K, N) matrix multiplied from the
+right (ONNX Runtime's DynamicQuantizeMatMul and MatMulNBits fusions match MatMul only); Gemm with
+transB stores (N, K). Gemm with transA, alpha or beta other than 1 is left alone (listed as
+float).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+from onnx import helper, numpy_helper
 
-from edgequant.graph.index import GraphIndex, attribute
+from edgequant.graph.index import GraphIndex, NameSource, attribute
 
 
 @dataclass(frozen=True)
@@ -85,3 +88,40 @@ def replace_nodes(
     kept = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
+
+
+def linears_as_matmul(graph: onnx.GraphProto, linears: list[LinearNode]) -> list[onnx.NodeProto]:
+    """Rewrite, in place, each Gemm of `linears` as MatMul(x, W (K, N)) -> Add(bias), the MatMul
+    keeping the Gemm's name; MatMuls stay as they are. Returns the MatMul nodes in graph order.
+    A transposed weight is stored once, however many Gemms share it."""
+    names = NameSource(graph)
+    transposed: dict[str, str] = {}
+    inits: list[onnx.TensorProto] = []
+    swaps: dict[str, list[onnx.NodeProto]] = {}
+    for lin in linears:
+        node = lin.node
+        if node.op_type == "MatMul":
+            continue
+        weight = node.input[1]
+        if attribute(node, "transB", 0):
+            if weight not in transposed:
+                transposed[weight] = names.named(f"{weight}_kn")
+                inits.append(numpy_helper.from_array(lin.weight_kn, transposed[weight]))
+            weight = transposed[weight]
+        out = node.output[0]
+        product = names.named(f"{out}_matmul") if lin.bias else out
+        swaps[node.name] = [
+            helper.make_node("MatMul", [node.input[0], weight], [product], node.name),
+            *(
+                [
+                    helper.make_node(
+                        "Add", [product, lin.bias], [out], names.named(f"{node.name}/bias")
+                    )
+                ]
+                if lin.bias
+                else []
+            ),
+        ]
+    replace_nodes(graph, swaps, inits)
+    chosen = {lin.node.name for lin in linears}
+    return [n for n in graph.node if n.name in chosen]

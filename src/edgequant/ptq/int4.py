@@ -12,22 +12,20 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
 
 from edgequant.algorithms.gptq import gptq_quantize
 from edgequant.config import PTQConfig, Rounding
 from edgequant.errors import ConfigError, NothingToQuantizeError
 from edgequant.exporter.plan import TensorQuant
+from edgequant.exporter.planner import plan_tables, plan_weight_only
+from edgequant.exporter.write import write
 from edgequant.graph.index import GraphIndex
 from edgequant.graph.preprocess import optimize
-from edgequant.graph.rewrite import linear_nodes, replace_nodes
+from edgequant.graph.rewrite import LinearNode, linear_nodes, linears_as_matmul
 from edgequant.model import Model
 from edgequant.observers import FeatureGram
-from edgequant.primitives import quantize
 from edgequant.progress import ProgressFn, silent
 from edgequant.ptq.calibrate import calibrate
-from edgequant.ptq.embeddings import embed_int8
-from edgequant.ptq.static import weight_quant
 from edgequant.spec import PerGroup, QuantSpec
 
 INT4_OPSET = 21  # int4 tensors and blocked DequantizeLinear
@@ -47,17 +45,10 @@ def quantize_int4(
     index = GraphIndex.of(proto.graph)
     float_nodes: dict[str, str] = {}
     template = config.weights
-    assert isinstance(template.granularity, PerGroup)
-    spec = QuantSpec(
-        template.qtype,
-        template.symmetry,
-        PerGroup(template.granularity.size, 0),
-        template.narrow_range,
-    )
-    swaps: dict[str, list[onnx.NodeProto]] = {}
-    inits: list[onnx.TensorProto] = []
-    block = spec.granularity.size  # type: ignore[union-attr]
-    linears = []
+    assert isinstance(template.granularity, PerGroup)  # PTQConfig checks INT4 is group-wise
+    block = template.granularity.size
+    spec = QuantSpec(template.qtype, template.symmetry, PerGroup(block, 0), template.narrow_range)
+    linears: list[LinearNode] = []
     for lin in linear_nodes(proto.graph, index, frozenset(config.exclude_nodes), float_nodes):
         k = lin.weight_kn.shape[0]
         if k % block:
@@ -66,78 +57,56 @@ def quantize_int4(
             )
             continue
         linears.append(lin)
-    hessians = {}
-    if config.rounding is Rounding.GPTQ and linears:
-        hessians = _hessians(
-            fp32, config, [lin.node.input[0] for lin in linears], calibration, progress
-        )
-    for i, lin in enumerate(linears):
-        if hessians:
-            codes, scale, zp = gptq_quantize(
-                lin.weight_kn, hessians[lin.node.input[0]], spec, block
-            )
-            tq = TensorQuant(spec, scale, zp)
-            q = codes.astype(spec.qtype.numpy_dtype)
-            progress("GPTQ", i + 1, len(linears))
-        else:
-            tq = weight_quant(lin.weight_kn, spec)  # scale (K / block, N)
-            q = quantize(lin.weight_kn, tq.scale, tq.zero_point, spec).astype(
-                spec.qtype.numpy_dtype
-            )
-        p = lin.node.name.replace("/", "_").strip("_") or lin.node.output[0]
-        inits += [
-            numpy_helper.from_array(q, f"{p}_W_q4"),
-            numpy_helper.from_array(tq.scale.astype(np.float32), f"{p}_W_scale"),
-            numpy_helper.from_array(tq.zero_point.astype(spec.qtype.numpy_dtype), f"{p}_W_zp"),
-        ]
-        out = lin.node.output[0]
-        mm_out = f"{p}_mm" if lin.bias else out
-        swaps[lin.node.name] = [
-            helper.make_node(
-                "DequantizeLinear",
-                [f"{p}_W_q4", f"{p}_W_scale", f"{p}_W_zp"],
-                [f"{p}_W"],
-                axis=0,
-                block_size=_block_size(spec),
-            ),
-            helper.make_node("MatMul", [lin.node.input[0], f"{p}_W"], [mm_out]),
-            *([helper.make_node("Add", [mm_out, lin.bias], [out])] if lin.bias else []),
-        ]
-    if not swaps:
+    if not linears:
         raise NothingToQuantizeError(
             "INT4 weight-only found no MatMul/Gemm with a constant weight to quantize"
         )
-    replace_nodes(proto.graph, swaps, inits)
-    tables = embed_int8(proto, config, frozenset())
-    out_model = Model(proto, f"{model.name}.int4")
+    rounded: dict[str, tuple[np.ndarray, TensorQuant]] = {}
+    matmuls = linears_as_matmul(proto.graph, linears)
+    if config.rounding is Rounding.GPTQ:
+        rounded = _gptq(fp32, config, proto, matmuls, spec, calibration, progress)
+    plan = plan_weight_only(GraphIndex.of(proto.graph), matmuls, spec, rounded)
+    plan.embeddings = plan_tables(proto.graph, config)
+    out_model = Model(write(proto, plan), f"{model.name}.int4")
     out_model.provenance = {
         "config": config.to_dict(),
-        "quantized_nodes": len(swaps),
-        "int8_embeddings": tables,
-        "gptq_weights": len(linears) if hessians else 0,
+        "quantized_nodes": len(matmuls),
+        "int8_embeddings": list(plan.embeddings),
+        "gptq_weights": len(rounded),
         "float_nodes": float_nodes,
     }
     return out_model
 
 
-def _hessians(
+def _gptq(
     fp32: Model,
     config: PTQConfig,
-    inputs: list[str],
+    proto: onnx.ModelProto,
+    matmuls: list[onnx.NodeProto],
+    spec: QuantSpec,
     calibration: Iterable[Any] | None,
     progress: ProgressFn,
-) -> dict[str, np.ndarray]:
-    """GPTQ's H = 2 X^T X per distinct MatMul input, streamed over the calibration data."""
+) -> dict[str, tuple[np.ndarray, TensorQuant]]:
+    """Weight -> (codes, quantization) by GPTQ from H = 2 X^T X of each MatMul's input,
+    streamed over the calibration data through the FP32 model."""
     if calibration is None:
         raise ConfigError(
             "GPTQ needs calibration data: pass calibration=... (or --calib; a few hundred samples)"
         )
-    grams = {t: FeatureGram() for t in dict.fromkeys(inputs)}
+    grams = {t: FeatureGram() for t in dict.fromkeys(n.input[0] for n in matmuls)}
     calibrate(fp32, [], calibration, num_bins=128, max_samples=config.max_calibration_samples,
               histogram=False, statistics=grams, progress=progress)  # fmt: skip
-    return {t: g.hessian() for t, g in grams.items()}
-
-
-def _block_size(spec: QuantSpec) -> int:
-    assert isinstance(spec.granularity, PerGroup)  # PTQConfig checks INT4 is group-wise
-    return spec.granularity.size
+    hessians = {t: g.hessian() for t, g in grams.items()}
+    index = GraphIndex.of(proto.graph)
+    assert isinstance(spec.granularity, PerGroup)
+    rounded: dict[str, tuple[np.ndarray, TensorQuant]] = {}
+    for i, node in enumerate(matmuls):
+        weight = node.input[1]
+        if weight not in rounded:
+            values = index.array(weight).astype(np.float32)
+            codes, scale, zp = gptq_quantize(
+                values, hessians[node.input[0]], spec, spec.granularity.size
+            )
+            rounded[weight] = (codes.astype(spec.qtype.numpy_dtype), TensorQuant(spec, scale, zp))
+        progress("GPTQ", i + 1, len(matmuls))
+    return rounded

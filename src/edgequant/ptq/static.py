@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,23 +21,23 @@ from edgequant.config import (
     Smoothing,
 )
 from edgequant.errors import ConfigError, NothingToQuantizeError
-from edgequant.exporter import QuantPlan, TensorQuant, export_qdq
+from edgequant.exporter.plan import QuantPlan, TensorQuant
+from edgequant.exporter.planner import aim_weight_spec, plan_static, plan_tables, weight_quant
 from edgequant.exporter.precision import activation_specs, check_names, float_layers, weight_specs
-from edgequant.exporter.select import Selection, clip_max, rule_for, select
-from edgequant.graph.index import GraphIndex, attribute
+from edgequant.exporter.select import Selection, rule_for, select
+from edgequant.exporter.write import write
+from edgequant.graph.index import GraphIndex
 from edgequant.graph.preprocess import optimize, upgrade_opset
 from edgequant.graph.rules import RANGE_LIMIT, Role
 from edgequant.model import Model
 from edgequant.observers import clip_range
-from edgequant.primitives import fake_quantize, reduce_range, scale_zero_point
+from edgequant.primitives import fake_quantize
 from edgequant.progress import ProgressFn, silent
 from edgequant.ptq.bias_correction import correct_biases, correctable
 from edgequant.ptq.calibrate import calibrate
-from edgequant.ptq.embeddings import embed_int8
 from edgequant.ptq.equalization import equalize_model
-from edgequant.ptq.fp16 import to_fp16_layers
 from edgequant.ptq.smoothquant import smooth_model
-from edgequant.spec import PerChannel, PerTensor, QuantSpec
+from edgequant.spec import QuantSpec
 
 
 def quantize_static(
@@ -168,12 +168,25 @@ def calibrate_static(
     return cal
 
 
-def quantize_calibrated(
+@dataclass
+class StaticPlan:
+    """What static PTQ hands to the writer: the float graph (biases corrected, weights rounded)
+    and the plan over it, with what the provenance reports."""
+
+    proto: onnx.ModelProto
+    plan: QuantPlan
+    selection: Selection
+    layers: dict[str, Precision]
+    corrected: int  # biases corrected
+    rounded: int  # weights rounded by AdaRound
+
+
+def plan_calibrated(
     cal: Calibrated,
     exclude: frozenset[str] = frozenset(),
     precisions: Mapping[str, Precision] | None = None,
-) -> Model:
-    """The QDQ model of `cal` with the nodes in `exclude` left in float and `precisions`
+) -> StaticPlan:
+    """The plan of `cal` with the nodes in `exclude` left in float and `precisions`
     (node -> Precision) over the config's own per-layer precisions."""
     config = cal.config
     layers = {**config.precisions, **(precisions or {})}
@@ -201,30 +214,38 @@ def quantize_calibrated(
         corrected = correct_biases(proto.graph, sel.nodes, cal.channel_means, weight_for)
     rounded = _use_rounded(proto, index, specs, cal)
     index = GraphIndex.of(proto.graph)
-    plan = build_plan(index, sel, cal.ranges, activation_specs(sel, index, config, layers), specs)
+    plan = plan_static(index, sel, cal.ranges, activation_specs(sel, index, config, layers), specs)
     plan.weights.update(rounded)
     if cal.coverage is Coverage.WEIGHTED:
         chosen = {n.name for n in sel.nodes}
         plan.float_readers = frozenset(n.name for n in proto.graph.node if n.name not in chosen)
-    plan.min_opset = max(min_opset(config), _plan_opset(plan))
+    plan.min_opset = max(min_opset(config), plan.min_opset)
     plan.int32_biases = config.full_integer
+    plan.half_nodes = tuple(name for name, p in floats.items() if p is Precision.FP16)
+    plan.embeddings = plan_tables(proto.graph, config, frozenset(floats))
     proto = upgrade_opset(proto, plan.min_opset)
-    exported = export_qdq(proto, plan)
-    halves = [name for name, p in floats.items() if p is Precision.FP16]
-    if halves:
-        exported = to_fp16_layers(exported, halves)
-    tables = embed_int8(exported, config, frozenset(floats))
-    out = Model(exported, f"{cal.model_name}.{_suffix(config, layers)}")
+    return StaticPlan(proto, plan, sel, layers, corrected, len(rounded))
+
+
+def quantize_calibrated(
+    cal: Calibrated,
+    exclude: frozenset[str] = frozenset(),
+    precisions: Mapping[str, Precision] | None = None,
+) -> Model:
+    """The QDQ model of `plan_calibrated(cal, exclude, precisions)`."""
+    planned = plan_calibrated(cal, exclude, precisions)
+    plan, sel, config = planned.plan, planned.selection, cal.config
+    out = Model(write(planned.proto, plan), f"{cal.model_name}.{_suffix(config, planned.layers)}")
     out.provenance = {
-        "config": config.with_(layer_precisions=layers, exclude_nodes=()).to_dict(),
+        "config": config.with_(layer_precisions=planned.layers, exclude_nodes=()).to_dict(),
         "calibration_samples": cal.samples,
         "quantized_nodes": len(sel.nodes),
         "equalized_pairs": cal.equalized_pairs,
         "smoothed_matmuls": cal.smoothed,
         "coverage": cal.coverage.value,
-        "int8_embeddings": tables,
-        "bias_corrected_nodes": corrected,
-        "adarounded_weights": len(rounded),
+        "int8_embeddings": list(plan.embeddings),
+        "bias_corrected_nodes": planned.corrected,
+        "adarounded_weights": planned.rounded,
         "folded_activations": plan.folded,
         "float_nodes": {k: v for k, v in sel.float_nodes.items() if k not in set(plan.folded)},
     }
@@ -272,11 +293,6 @@ def min_opset(config: PTQConfig) -> int:
     return 21 if bits & {4, 16} or wide else 13
 
 
-def _plan_opset(plan: QuantPlan) -> int:
-    quants = [*plan.activations.values(), *plan.weights.values()]
-    return 21 if any(tq.spec.qtype.bits != 8 for tq in quants) else 13
-
-
 def _use_rounded(
     proto: onnx.ModelProto, index: GraphIndex, specs: dict[str, QuantSpec], cal: Calibrated
 ) -> dict[str, TensorQuant]:
@@ -294,101 +310,15 @@ def _use_rounded(
     return {name: tq for name, (_, tq) in rounded.items()}
 
 
-def build_plan(
-    index: GraphIndex,
-    sel: Selection,
-    ranges: dict[str, tuple[float, float]],
-    act_specs: dict[str, QuantSpec],
-    weight_specs: dict[str, QuantSpec],
-) -> QuantPlan:
-    """Turn calibrated ranges into scales and zero-points for every tensor the selection names.
-
-    act_specs: activation tensor -> its spec; weight_specs: weighted node -> its aimed spec."""
-    plan = QuantPlan()
-    folded_inputs = _decide_folds(index, sel, ranges, act_specs, plan)
-    for t in sel.activations:
-        if t in folded_inputs or t in sel.shared:
-            continue
-        scale, zp = scale_zero_point(*ranges[t], act_specs[t])
-        plan.activations[t] = TensorQuant(act_specs[t], scale, zp)
-    for out, src in sel.shared.items():
-        plan.activations[out] = plan.activations[src]
-    for node in sel.nodes:
-        rule = rule_for(node, index)
-        if rule is None or rule.role is not Role.WEIGHTED or rule.weight_input is None:
-            continue
-        weight = node.input[rule.weight_input]
-        if weight not in plan.weights:
-            plan.weights[weight] = weight_quant(index.array(weight), weight_specs[node.name])
-        bias = (
-            node.input[rule.bias_input]
-            if rule.bias_input is not None and len(node.input) > rule.bias_input
-            else ""
-        )
-        if (
-            bias
-            and index.is_constant(bias)
-            and index.array(bias).ndim == 1
-            and bias not in plan.biases
-        ):
-            plan.biases[bias] = (node.input[0], weight)
-    return plan
-
-
-def weight_quant(values: np.ndarray, spec: QuantSpec) -> TensorQuant:
-    """Scale and zero-point of a constant weight from its own min/max at `spec`'s granularity."""
-    lo, hi = reduce_range(values, spec)
-    scale, zp = scale_zero_point(lo, hi, spec)
-    return TensorQuant(spec, scale, zp)
-
-
 def _round_trip(values: np.ndarray, spec: QuantSpec) -> np.ndarray:
     """`values` quantized as `weight_quant` does, then dequantized: what the kernel multiplies."""
     tq = weight_quant(values, spec)
     return fake_quantize(values, tq.scale, tq.zero_point, spec)
 
 
-def aim_weight_spec(
-    template: QuantSpec, node: Any, per_tensor_ops: frozenset[str] = frozenset()
-) -> QuantSpec:
-    """Point a per-channel template at the operator's output-channel axis; operators in
-    `per_tensor_ops` (the target's kernels take one weight scale) get a per-tensor spec."""
-    if not isinstance(template.granularity, PerChannel):
-        return template
-    if node.op_type in per_tensor_ops:
-        return replace(template, granularity=PerTensor())
-    axis = 0
-    if (node.op_type == "Gemm" and not attribute(node, "transB", 0)) or node.op_type == "MatMul":
-        axis = 1
-    return replace(template, granularity=PerChannel(axis))
-
-
 def aim_for_target(template: QuantSpec, node: Any, config: PTQConfig) -> QuantSpec:
     """`aim_weight_spec` with the per-tensor operators of the config's target."""
     return aim_weight_spec(template, node, frozenset(config.per_tensor_weight_ops))
-
-
-def _decide_folds(
-    index: GraphIndex,
-    sel: Selection,
-    ranges: dict[str, tuple[float, float]],
-    specs: dict[str, QuantSpec],
-    plan: QuantPlan,
-) -> set[str]:
-    """Fold Relu/Clip when the quantizer of its output clips at 0 exactly (zero-point = qmin)
-    and never exceeds the Clip's upper bound. Returns the tensors that no longer exist."""
-    removed: set[str] = set()
-    nodes = {n.name: n for n in index.producer.values()}
-    for act_name, pre in sel.fold_candidates.items():
-        act = nodes[act_name]
-        lo, hi = ranges[act.output[0]]
-        spec = specs[act.output[0]]
-        scale, zp = scale_zero_point(lo, hi, spec)
-        top = float(scale) * (spec.qmax - int(zp))
-        if int(zp) == spec.qmin and top <= clip_max(act, index) * (1 + 1e-6):
-            plan.folded.append(act_name)
-            removed.add(pre)
-    return removed
 
 
 def _nothing_message(sel: Selection) -> str:

@@ -3,8 +3,9 @@
 torch's ONNX exporter writes each fake-quantize op of the model (in EXPORT mode) as a
 QuantizeLinear/DequantizeLinear pair carrying the learned scale and zero-point, at exactly the
 position it has in the model. `plan_from_transport` reads those pairs back into a float graph plus
-a `QuantPlan` (the same intermediate result PTQ produces from calibration) and `export_qdq`, the
-exporter PTQ uses, writes the deployable model. No module-to-tensor name matching is needed.
+a `QuantPlan` (the same intermediate result PTQ produces from calibration), the planner completes
+it with PTQ's rules (shared ranges, int32 biases, Relu/Clip folds) and the one writer writes the
+deployable model. No module-to-tensor name matching is needed.
 """
 
 from __future__ import annotations
@@ -15,10 +16,17 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgequant.exporter import QuantPlan, TensorQuant, export_qdq
+from edgequant.exporter.plan import QuantPlan, TensorQuant
+from edgequant.exporter.planner import (
+    fold_candidates,
+    plan_biases,
+    plan_folds,
+    share_ranges,
+    shared_outputs,
+)
+from edgequant.exporter.write import write
 from edgequant.graph.index import GraphIndex
 from edgequant.graph.preprocess import upgrade_opset
-from edgequant.graph.rules import OP_RULES, Role
 from edgequant.model import Model
 from edgequant.spec import PerChannel, QType, QuantSpec, Symmetry
 from edgequant.torch_onnx import OPSET, export_proto
@@ -26,17 +34,10 @@ from edgequant.torch_onnx import OPSET, export_proto
 
 def export(model: Any, example_input: Any, name: str = "model") -> Model:
     """The QDQ ONNX model of a prepared (and trained) QAT model."""
-    from edgequant.graph.preprocess import _name_nodes
     from edgequant.qat.state import qat_state
 
-    weight_log: list[tuple[QuantSpec, np.ndarray]] = []
-    activation_log: list[QuantSpec] = []
-    transport = _torch_export(model, example_input, weight_log, activation_log)
-    _name_nodes(transport.graph)
-    float_model, plan = plan_from_transport(transport, weight_log, activation_log)
-    if plan.min_opset > OPSET:
-        float_model = upgrade_opset(float_model, plan.min_opset)
-    out = Model(export_qdq(float_model, plan), name)
+    float_model, plan = plan_qat(model, example_input)
+    out = Model(write(float_model, plan), name)
     state = qat_state(model)
     out.provenance = {
         "method": "qat",
@@ -45,6 +46,21 @@ def export(model: Any, example_input: Any, name: str = "model") -> Model:
         "folded_activations": plan.folded,
     }
     return out
+
+
+def plan_qat(model: Any, example_input: Any) -> tuple[onnx.ModelProto, QuantPlan]:
+    """The float graph of a prepared QAT model and the plan of its learned quantization, the
+    same hand-off static PTQ produces (`ptq.static.plan_calibrated`)."""
+    from edgequant.graph.preprocess import name_nodes
+
+    weight_log: list[tuple[QuantSpec, np.ndarray]] = []
+    activation_log: list[QuantSpec] = []
+    transport = _torch_export(model, example_input, weight_log, activation_log)
+    name_nodes(transport.graph)
+    float_model, plan = plan_from_transport(transport, weight_log, activation_log)
+    if plan.min_opset > OPSET:
+        float_model = upgrade_opset(float_model, plan.min_opset)
+    return float_model, plan
 
 
 def _torch_export(
@@ -106,8 +122,9 @@ def plan_from_transport(
     _drop_unused_constants(graph)
     _weights_from_log(graph, plan, weight_log or [])
     index = GraphIndex.of(graph)
-    _share_through_data_movement(graph, index, plan)
-    _biases_and_folds(graph, index, plan)
+    share_ranges(plan, shared_outputs(graph, index, plan))
+    plan_biases(index, plan, graph.node)
+    plan_folds(index, plan, fold_candidates(graph, index, plan), lend_unfolded=True)
     return transport, plan
 
 
@@ -166,43 +183,3 @@ def _drop_unused_constants(graph: onnx.GraphProto) -> None:
     inits = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
     graph.initializer.extend(inits)
-
-
-def _share_through_data_movement(
-    graph: onnx.GraphProto, index: GraphIndex, plan: QuantPlan
-) -> None:
-    """MaxPool/Flatten/Reshape outputs reuse their input's parameters, as PTQ does, so that ONNX
-    Runtime moves integers through them."""
-    for node in graph.node:
-        rule = OP_RULES.get(node.op_type)
-        if rule is None or rule.role is not Role.SHARED_RANGE:
-            continue
-        src, out = node.input[0], node.output[0]
-        if (
-            src in plan.activations
-            and out not in plan.activations
-            and out not in index.graph_outputs
-        ):
-            plan.activations[out] = plan.activations[src]
-
-
-def _biases_and_folds(graph: onnx.GraphProto, index: GraphIndex, plan: QuantPlan) -> None:
-    for node in graph.node:
-        if (
-            node.op_type in ("Conv", "Gemm")
-            and len(node.input) > 2
-            and node.input[1] in plan.weights
-        ):
-            bias, x = node.input[2], node.input[0]
-            if index.is_constant(bias) and x in plan.activations:
-                plan.biases[bias] = (x, node.input[1])
-        if node.op_type == "Relu":
-            src = index.producer.get(node.input[0])
-            out_q = plan.activations.get(node.output[0])
-            sole = len(index.consumers.get(node.input[0], [])) == 1
-            clips_at_zero = (
-                out_q is not None and int(np.asarray(out_q.zero_point)) == out_q.spec.qmin
-            )
-            foldable = src is not None and src.op_type in ("Conv", "Gemm", "Add") and sole
-            if foldable and clips_at_zero and node.input[0] not in plan.activations:
-                plan.folded.append(node.name)

@@ -26,8 +26,10 @@ from edgequant.qat.state import QATState, attach
 
 _CONVS = (nn.Conv1d, nn.Conv2d)
 _BNS = (nn.BatchNorm1d, nn.BatchNorm2d)
+# activations that clip at zero (Relu, Clip(0, c) in ONNX): quantized after them, as PTQ does,
+# so the exporter folds them into the quantizer when its range allows (`planner.plan_folds`)
 _RELUS_MODULE = (nn.ReLU,)
-_RELU_FUNCS = {torch.relu, nn.functional.relu}
+_RELU_FUNCS = {torch.relu, nn.functional.relu, nn.functional.relu6}
 _ADDS = {operator.add, torch.add}
 _AVG_MODULES = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AvgPool1d, nn.AvgPool2d)
 _PASS_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.Flatten, nn.Identity, nn.Dropout)
@@ -201,7 +203,9 @@ def _is_weighted(node: fx.Node, mods: dict[str, nn.Module]) -> bool:
 
 def _is_relu(node: fx.Node, mods: dict[str, nn.Module]) -> bool:
     if node.op == "call_module":
-        return isinstance(mods.get(node.target), _RELUS_MODULE)
+        mod = mods.get(node.target)
+        clips_at_zero = isinstance(mod, nn.Hardtanh) and mod.min_val == 0.0  # ReLU6 is one
+        return isinstance(mod, _RELUS_MODULE) or clips_at_zero
     return node.op == "call_function" and node.target in _RELU_FUNCS
 
 
