@@ -152,8 +152,8 @@ def test_cle_and_bias_correction_improve_per_tensor_int8(per_tensor_results) -> 
     (_, plain), (q, both) = per_tensor_results["plain"], per_tensor_results["both"]
     assert both.output_sqnr_db > plain.output_sqnr_db + 0.5
     assert both.agreement >= 0.995 and both.top1 >= both.reference_top1 - 0.003
-    assert q.provenance["equalized_pairs"] == 18 and q.provenance["bias_corrected_nodes"] == 30
-    assert q.provenance["config"]["equalization"] == "cross-layer"
+    assert q.provenance.equalized_pairs == 18 and q.provenance.bias_corrected_nodes == 30
+    assert q.provenance.config.equalization is eq.Equalization.CROSS_LAYER
 
 
 def test_bias_correction_changes_only_biases(per_tensor_results) -> None:
@@ -163,9 +163,7 @@ def test_bias_correction_changes_only_biases(per_tensor_results) -> None:
     plain, both = per_tensor_results["plain"][0], per_tensor_results["both"][0]
     ops = lambda m: collections.Counter(n.op_type for n in m.proto.graph.node)  # noqa: E731
     assert ops(plain) == ops(both)
-    assert eq.PTQConfig.from_dict(both.provenance["config"]).bias_correction is (
-        eq.BiasCorrection.EMPIRICAL
-    )
+    assert both.provenance.config.bias_correction is (eq.BiasCorrection.EMPIRICAL)
 
 
 def test_adaround_beats_round_to_nearest_on_the_layer_output() -> None:
@@ -208,7 +206,7 @@ def test_adaround_w4a8_on_the_demo_model(w4a8_results) -> None:
     assert ada.top1 >= ada.reference_top1 - 0.010
     assert ada.top1 > nearest.top1 and ada.agreement > nearest.agreement
     assert ada.output_sqnr_db > nearest.output_sqnr_db + 3.0
-    assert q.provenance["adarounded_weights"] == 30
+    assert q.provenance.adarounded_weights == 30
 
 
 def test_adaround_export_stores_int4_codes_on_the_rtn_scale(w4a8_results) -> None:

@@ -96,7 +96,7 @@ def test_unsupported_ops_stay_float_and_are_listed() -> None:
         np.random.default_rng(0).standard_normal((16, 1, 8, 8)).astype(np.float32), None, 8
     )
     q = eq.quantize(eq.Model(base, "m"), eq.PTQConfig.int8(), calibration=data)
-    assert q.provenance["float_nodes"] == {
+    assert q.provenance.float_nodes == {
         "softmax": "Softmax has no integer kernel among ONNX Runtime's QDQ fusions"
     }
     assert op_counts(q.proto)["QuantizeLinear"] == 2  # conv input and conv output

@@ -95,7 +95,7 @@ def test_fp32_layer_keeps_its_float_weight(calibrated, layers) -> None:
     q = quantize_calibrated(calibrated, precisions={layers[3]: P.FP32})
     node = _node(q, layers[3])
     assert node.input[1] in _inits(q) and _inits(q)[node.input[1]].dtype == np.float32
-    assert q.provenance["config"]["layer_precisions"] == {layers[3]: "fp32"}
+    assert q.provenance.config.precisions == {layers[3]: eq.Precision.FP32}
 
 
 def test_config_round_trip_and_errors(layers) -> None:

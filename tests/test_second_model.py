@@ -37,7 +37,7 @@ def mnist():
 def test_static_int8_quantizes_everything_and_keeps_accuracy(mnist) -> None:
     fp32, x, y = mnist
     q = eq.quantize(fp32, eq.PTQConfig.int8(), calibration=eq.ArrayDataset(x[::17][:300], None, 50))
-    assert q.provenance["float_nodes"] == {}  # MaxPool and Flatten included, after a folded Relu
+    assert q.provenance.float_nodes == {}  # MaxPool and Flatten included, after a folded Relu
     fused = fused_ops(q)
     assert fused["QLinearConv"] == 2 and fused["QGemm"] == 2
     assert fused["NhwcMaxPool"] + fused["MaxPool"] == 2  # on uint8, between the integer convs
@@ -51,7 +51,7 @@ def test_int4_weight_only_on_its_linear_layers(mnist) -> None:
     fp32, x, y = mnist
     q = eq.quantize(fp32, eq.PTQConfig.int4(block_size=32))
     assert fused_ops(q)["MatMulNBits"] == 1  # fc1 (3136 x 128); fc2 has K = 128 too
-    assert set(q.provenance["float_nodes"]) == {
+    assert set(q.provenance.float_nodes) == {
         "/features/features.0/Conv",
         "/features/features.3/Conv",
     }

@@ -65,7 +65,7 @@ def test_graph_structure(int8_model, fp32_model) -> None:
     acts = [n for n in int8_model.proto.graph.node if n.op_type == "QuantizeLinear"]
     assert acts and all(weights[n.input[2]].data_type == onnx.TensorProto.UINT8 for n in acts)
     assert ops["QuantizeLinear"] + len(dq) == ops["DequantizeLinear"]
-    assert not int8_model.provenance["float_nodes"]
+    assert not int8_model.provenance.float_nodes
 
 
 def test_onnx_runtime_runs_integer_kernels(int8_model, fp32_model) -> None:

@@ -97,8 +97,8 @@ def test_static_int8_keeps_accuracy_and_embeddings(task) -> None:
     q = eq.quantize(task[1], eq.PTQConfig.int8(), calibration=task[5])
     accuracy, cos = _score(task, q)
     assert accuracy >= fp32_acc - 0.005 and cos >= 0.98
-    assert q.provenance["coverage"] == "weighted"  # AUTO saw attention
-    assert q.provenance["int8_embeddings"] == []  # float tables by default
+    assert q.provenance.coverage == "weighted"  # AUTO saw attention
+    assert q.provenance.int8_embeddings == []  # float tables by default
     graph = q.proto.graph
     producers = {o: n for n in graph.node for o in n.output}
     linear = [
@@ -167,7 +167,7 @@ def test_int4_gptq_beats_round_to_nearest_and_ort(task) -> None:
                        calibration=task[5])  # fmt: skip
     (_, rtn_cos), (gptq_acc, gptq_cos) = _score(task, rtn), _score(task, gptq)
     assert gptq_acc >= fp32_acc - 0.010 and gptq_cos > 0.965 and gptq_cos > rtn_cos
-    assert gptq.provenance["gptq_weights"] == 36
+    assert gptq.provenance.gptq_weights == 36
     with pytest.raises(eq.EdgeQuantError, match="GPTQ needs calibration"):
         eq.quantize(task[1], eq.PTQConfig.int4(rounding=eq.Rounding.GPTQ))
 
@@ -244,7 +244,7 @@ def test_int8_embedding_tables_shrink_minilm_to_a_quarter(task) -> None:
     config = eq.PTQConfig.int8(embeddings=eq.Embeddings.INT8)
     q = eq.quantize(task[1], config, calibration=task[5])
     _, cos = _score(task, q)
-    assert "encoder.embeddings.word_embeddings.weight" in q.provenance["int8_embeddings"]
+    assert "encoder.embeddings.word_embeddings.weight" in q.provenance.int8_embeddings
     assert cos >= 0.98
     assert q.size_bytes < 0.3 * task[1].size_bytes  # ORT quantize_dynamic: 25.4%
 

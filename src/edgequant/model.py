@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import onnx
 
@@ -18,6 +16,7 @@ from edgequant.outputs import (
     write_atomic,
     write_files,
 )
+from edgequant.provenance import Provenance
 
 __all__ = ["Model", "check_writable_dir", "load", "sidecar_path", "write_atomic"]
 
@@ -28,7 +27,7 @@ class Model:
 
     proto: onnx.ModelProto
     name: str = "model"
-    provenance: dict[str, Any] = field(default_factory=dict)
+    provenance: Provenance | None = None
 
     def serialize(self) -> bytes:
         """Deterministic bytes of the model (same model, same bytes)."""
@@ -73,9 +72,8 @@ class Model:
         """Write the model and `<stem>.quant.json` atomically, together (`edgequant.outputs`)."""
         path = resolve_output(path)  # a symlink: the file it points to, sidecar beside it
         files = {path: self.serialize()}
-        if self.provenance:
-            text = json.dumps(self.provenance, indent=2, sort_keys=True) + "\n"
-            files[sidecar_path(path)] = text.encode()
+        if self.provenance is not None:
+            files[sidecar_path(path)] = self.provenance.to_json().encode()
         write_files(files)  # both or neither
         return path
 

@@ -32,13 +32,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgequant import __version__
 from edgequant.analysis.trials import Backend, Measured, TrialRunner
 from edgequant.config import Method, Precision, PTQConfig
 from edgequant.errors import ConfigError, DataError
 from edgequant.model import Model
 from edgequant.outputs import resolve_output_dir
 from edgequant.progress import ProgressFn, silent
+from edgequant.provenance import SupportBrief, TuneTrial
 
 LADDER = tuple(Precision)  # smallest to most accurate
 
@@ -131,7 +131,7 @@ class TuneResult:
     stop_reason: str = "running"
     seconds: float = 0.0
     best_path: Path | None = None
-    best_support: dict[str, Any] | None = None  # operator support of the best model
+    best_support: SupportBrief | None = None  # operator support of the best model
 
     def sentence(self) -> str:
         if self.best is None:
@@ -158,7 +158,7 @@ class TuneResult:
             "seconds": self.seconds,
             "best": asdict(self.best) if self.best else None,
             "best_path": str(self.best_path) if self.best_path else None,
-            "best_support": self.best_support,
+            "best_support": None if self.best_support is None else self.best_support.to_dict(),
             "sentence": self.sentence(),
             "trials": [asdict(t) for t in self.trials],
         }
@@ -251,10 +251,7 @@ class _Search:
         self.result, self.folder, self.start, self.progress = result, folder, start, progress
         self.runner = TrialRunner(calibrated, scorer, config.backend, config.workers)
         self.seen: dict[tuple[str, ...], Trial] = {}
-        self.source = {
-            "edgequant": __version__,
-            "source_sha256": hashlib.sha256(source.serialize()).hexdigest(),
-        }
+        self.source_sha256 = hashlib.sha256(source.serialize()).hexdigest()
 
     # The search ----------------------------------------------------------------------------
     def run(self) -> None:
@@ -357,14 +354,15 @@ class _Search:
         from edgequant.report.tune import write_tune_report
 
         model = quantize_calibrated(self.calibrated, precisions=job)
-        model.provenance.update(self.source)
-        model.provenance["tune"] = {"trial": trial.index, "drop_points": trial.drop_points}
-        model.provenance["support"] = check_support(model, self.config.ptq.target).brief()
+        assert model.provenance is not None
+        model.provenance.source_sha256 = self.source_sha256
+        model.provenance.tune = TuneTrial(trial.index, trial.drop_points)
+        model.provenance.support = check_support(model, self.config.ptq.target).brief()
         path = self.folder / "model.tuned.onnx"
         with deferred_interrupt():
             model.save(path)
             self.result.best, self.result.best_path = trial, path
-            self.result.best_support = model.provenance["support"]
+            self.result.best_support = model.provenance.support
             self.result.seconds = time.perf_counter() - self.start
             write_tune_report(self.result, self.folder)
 

@@ -19,6 +19,7 @@ from edgequant.config import Method, PTQConfig
 from edgequant.errors import ConfigError
 from edgequant.model import Model
 from edgequant.progress import ProgressFn, silent
+from edgequant.provenance import SupportBrief
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class SensitivityReport:
     quantized_agreement: float
     quantized_sqnr_db: float
     layers: tuple[LayerSensitivity, ...]
-    support: dict[str, Any] | None = None  # operator support of the fully quantized model
+    support: SupportBrief | None = None  # operator support of the fully quantized model
 
     def culprits(self, count: int = 3) -> list[LayerSensitivity]:
         return list(self.layers[:count])

@@ -23,6 +23,7 @@ from edgequant.config import Method, PTQConfig, Target
 from edgequant.errors import UnsupportedOperatorError
 from edgequant.graph.macs import float_tensors, node_macs, weight_macs
 from edgequant.model import Model
+from edgequant.provenance import SupportBrief
 from edgequant.targets import Runtime, TargetPreset, preset
 
 _BOUNDARY = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
@@ -109,17 +110,17 @@ class SupportReport:
                 out.append(f"| ... {len(self.float_nodes) - limit} more | | | |")
         return "\n".join(out)
 
-    def brief(self) -> dict[str, Any]:
+    def brief(self) -> SupportBrief:
         """What a model's sidecar and a report keep: enough to see the float islands."""
-        return {
-            "target": self.target,
-            "runtime": self.runtime,
-            "kind": self.kind,
-            "summary": self.summary(),
-            "integer_fraction": round(self.integer_fraction, 4),
-            "integer_nodes": len(self.nodes) - len(self.float_nodes),
-            "float_nodes": {n.name: n.reason for n in self.float_nodes},
-        }
+        return SupportBrief(
+            target=self.target,
+            runtime=self.runtime,
+            kind=self.kind,
+            summary=self.summary(),
+            integer_fraction=round(self.integer_fraction, 4),
+            integer_nodes=len(self.nodes) - len(self.float_nodes),
+            float_nodes={n.name: n.reason for n in self.float_nodes},
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -191,7 +192,7 @@ def _ort_cpu(model: Model, p: TargetPreset) -> SupportReport:
     from edgequant.graph.preprocess import ort_optimized
 
     fused = ort_optimized(model.proto, extended=True)
-    planned = model.provenance.get("float_nodes", {})
+    planned = model.provenance.float_nodes if model.provenance is not None else {}
     integer: set[str] = set()
     dequantized: set[str] = set()
     floaty = {

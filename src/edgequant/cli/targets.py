@@ -114,13 +114,14 @@ def write_tflite(
     support = eq.check_tflite(model)
     if strict:
         eq.require_integer(support)
-    model.provenance["source_model"] = task_entry
-    model.provenance["support"] = support.brief()
+    assert model.provenance is not None  # every conversion records how it was made
+    model.provenance.source_model = task_entry
+    model.provenance.support = support.brief()
     model.save(out)
     summary = {
         "output": str(out),
         "size_bytes": model.size_bytes,
-        "support": model.provenance["support"],
+        "support": model.provenance.support.to_dict(),
     }
 
     def human() -> None:

@@ -26,7 +26,7 @@ def optimize(model: Model, min_opset: int = MIN_OPSET) -> Model:
     """ORT basic optimisations, opset >= `min_opset`, and a unique name on every node."""
     optimized = ort_optimized(upgrade_opset(model.proto, min_opset))
     name_nodes(optimized.graph)
-    return Model(optimized, model.name, dict(model.provenance))
+    return Model(optimized, model.name, model.provenance)
 
 
 def ort_optimized(proto: onnx.ModelProto, *, extended: bool = False) -> onnx.ModelProto:

@@ -10,7 +10,6 @@ from typing import Any
 
 import onnx
 
-from edgequant import __version__
 from edgequant.config import Method, PTQConfig
 from edgequant.errors import ConfigError
 from edgequant.model import Model, load
@@ -68,8 +67,8 @@ def quantize(
     if config.method is not Method.STATIC:  # static checks names on its cleaned-up graph
         check_names({}, source.proto.graph, config.exclude_nodes)
     out = quantize_onnx(source, config, calibration=calibration, progress=progress)
-    out.provenance.setdefault("edgequant", __version__)
-    out.provenance["source_sha256"] = hashlib.sha256(source.serialize()).hexdigest()
+    assert out.provenance is not None  # every method records how it made the model
+    out.provenance.source_sha256 = hashlib.sha256(source.serialize()).hexdigest()
     return out
 
 

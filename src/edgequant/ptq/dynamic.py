@@ -19,6 +19,7 @@ from edgequant.graph.index import GraphIndex
 from edgequant.graph.preprocess import optimize
 from edgequant.graph.rewrite import linear_nodes, linears_as_matmul
 from edgequant.model import Model
+from edgequant.provenance import Provenance
 
 
 def quantize_dynamic(model: Model, config: PTQConfig) -> Model:
@@ -36,10 +37,11 @@ def quantize_dynamic(model: Model, config: PTQConfig) -> Model:
     plan = plan_dynamic(GraphIndex.of(proto.graph), matmuls, config.weights)
     plan.embeddings = plan_tables(proto.graph, config)
     out_model = Model(write(proto, plan), f"{model.name}.dynamic")
-    out_model.provenance = {
-        "config": config.to_dict(),
-        "quantized_nodes": len(matmuls),
-        "int8_embeddings": list(plan.embeddings),
-        "float_nodes": float_nodes,
-    }
+    out_model.provenance = Provenance(
+        method=config.method.value,
+        config=config,
+        quantized_nodes=len(matmuls),
+        int8_embeddings=list(plan.embeddings),
+        float_nodes=float_nodes,
+    )
     return out_model

@@ -61,7 +61,7 @@ def equalize_model(model: Model, exclude_nodes: frozenset[str] = frozenset()) ->
     for init in graph.initializer:
         if init.name in touched:
             init.CopyFrom(numpy_helper.from_array(weights[init.name], init.name))
-    out = Model(proto, model.name, dict(model.provenance))
+    out = Model(proto, model.name, model.provenance)
     return out, len(pairs)
 
 

@@ -12,11 +12,12 @@ from edgequant.exporter.plan import QuantPlan
 from edgequant.exporter.write import write
 from edgequant.graph.preprocess import optimize
 from edgequant.model import Model
+from edgequant.provenance import Provenance
 
 
 def convert_fp16(model: Model, config: PTQConfig) -> Model:
     fp32 = optimize(model)
     plan = QuantPlan(half_model=True, keep_float=tuple(config.exclude_nodes))
     out = Model(write(fp32.proto, plan), f"{model.name}.fp16")
-    out.provenance = {"config": config.to_dict()}
+    out.provenance = Provenance(method=config.method.value, config=config)
     return out

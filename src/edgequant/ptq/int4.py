@@ -25,6 +25,7 @@ from edgequant.graph.rewrite import LinearNode, linear_nodes, linears_as_matmul
 from edgequant.model import Model
 from edgequant.observers import FeatureGram
 from edgequant.progress import ProgressFn, silent
+from edgequant.provenance import Provenance
 from edgequant.ptq.calibrate import calibrate
 from edgequant.spec import PerGroup, QuantSpec
 
@@ -68,13 +69,14 @@ def quantize_int4(
     plan = plan_weight_only(GraphIndex.of(proto.graph), matmuls, spec, rounded)
     plan.embeddings = plan_tables(proto.graph, config)
     out_model = Model(write(proto, plan), f"{model.name}.int4")
-    out_model.provenance = {
-        "config": config.to_dict(),
-        "quantized_nodes": len(matmuls),
-        "int8_embeddings": list(plan.embeddings),
-        "gptq_weights": len(rounded),
-        "float_nodes": float_nodes,
-    }
+    out_model.provenance = Provenance(
+        method=config.method.value,
+        config=config,
+        quantized_nodes=len(matmuls),
+        int8_embeddings=list(plan.embeddings),
+        gptq_weights=len(rounded),
+        float_nodes=float_nodes,
+    )
     return out_model
 
 

@@ -96,4 +96,4 @@ def smooth_model(
     ordered = topological_sort([*graph.node, *new_nodes], available)
     del graph.node[:]
     graph.node.extend(ordered)
-    return Model(proto, model.name, dict(model.provenance)), smoothed
+    return Model(proto, model.name, model.provenance), smoothed

@@ -33,6 +33,7 @@ from edgequant.model import Model
 from edgequant.observers import clip_range
 from edgequant.primitives import fake_quantize
 from edgequant.progress import ProgressFn, silent
+from edgequant.provenance import Provenance
 from edgequant.ptq.bias_correction import correct_biases, correctable
 from edgequant.ptq.calibrate import calibrate
 from edgequant.ptq.equalization import equalize_model
@@ -236,19 +237,20 @@ def quantize_calibrated(
     planned = plan_calibrated(cal, exclude, precisions)
     plan, sel, config = planned.plan, planned.selection, cal.config
     out = Model(write(planned.proto, plan), f"{cal.model_name}.{_suffix(config, planned.layers)}")
-    out.provenance = {
-        "config": config.with_(layer_precisions=planned.layers, exclude_nodes=()).to_dict(),
-        "calibration_samples": cal.samples,
-        "quantized_nodes": len(sel.nodes),
-        "equalized_pairs": cal.equalized_pairs,
-        "smoothed_matmuls": cal.smoothed,
-        "coverage": cal.coverage.value,
-        "int8_embeddings": list(plan.embeddings),
-        "bias_corrected_nodes": planned.corrected,
-        "adarounded_weights": planned.rounded,
-        "folded_activations": plan.folded,
-        "float_nodes": {k: v for k, v in sel.float_nodes.items() if k not in set(plan.folded)},
-    }
+    out.provenance = Provenance(
+        method=config.method.value,
+        config=config.with_(layer_precisions=planned.layers, exclude_nodes=()),
+        calibration_samples=cal.samples,
+        quantized_nodes=len(sel.nodes),
+        equalized_pairs=cal.equalized_pairs,
+        smoothed_matmuls=cal.smoothed,
+        coverage=cal.coverage.value,
+        int8_embeddings=list(plan.embeddings),
+        bias_corrected_nodes=planned.corrected,
+        adarounded_weights=planned.rounded,
+        folded_activations=list(plan.folded),
+        float_nodes={k: v for k, v in sel.float_nodes.items() if k not in set(plan.folded)},
+    )
     return out
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from edgequant.config import ACTIVATIONS_UINT8, Calibrator
@@ -85,3 +85,33 @@ class QATConfig:
             "overrides": [list(o) for o in self.overrides],
             "range_momentum": self.range_momentum,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QATConfig:
+        """A config from its JSON form (`to_dict`); unknown keys and wrong values are errors."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(
+                f"unknown QATConfig keys {sorted(unknown)}; known keys: {sorted(known)}"
+            )
+        try:
+            kwargs: dict[str, Any] = {}
+            for key, value in data.items():
+                if key in ("weights", "activations"):
+                    kwargs[key] = QuantSpec.from_dict(value)
+                elif key == "ranges":
+                    kwargs[key] = RangeLearning(value)
+                elif key == "calibrator":
+                    kwargs[key] = Calibrator(value)
+                elif key == "overrides":
+                    kwargs[key] = tuple((str(k), int(v)) for k, v in value)
+                elif key == "bn_freeze_steps" and not isinstance(value, int):
+                    raise TypeError(f"bn_freeze_steps must be an integer, not {value!r}")
+                elif key == "range_momentum" and not isinstance(value, int | float):
+                    raise TypeError(f"range_momentum must be a number, not {value!r}")
+                else:
+                    kwargs[key] = value
+            return cls(**kwargs)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"invalid QATConfig: {exc}") from None

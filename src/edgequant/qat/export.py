@@ -28,6 +28,7 @@ from edgequant.exporter.write import write
 from edgequant.graph.index import GraphIndex
 from edgequant.graph.preprocess import upgrade_opset
 from edgequant.model import Model
+from edgequant.provenance import Provenance
 from edgequant.spec import PerChannel, QType, QuantSpec, Symmetry
 from edgequant.torch_onnx import OPSET, export_proto
 
@@ -39,12 +40,13 @@ def export(model: Any, example_input: Any, name: str = "model") -> Model:
     float_model, plan = plan_qat(model, example_input)
     out = Model(write(float_model, plan), name)
     state = qat_state(model)
-    out.provenance = {
-        "method": "qat",
-        "config": state.config.to_dict(),
-        "float_layers": dict(state.float_layers),
-        "folded_activations": plan.folded,
-    }
+    out.provenance = Provenance(
+        method="qat",
+        config=state.config,
+        calibration_samples=state.calibration_samples,
+        float_layers=dict(state.float_layers),
+        folded_activations=list(plan.folded),
+    )
     return out
 
 

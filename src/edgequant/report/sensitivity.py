@@ -39,7 +39,7 @@ def write_sensitivity_report(report: SensitivityReport, folder: Path) -> dict[st
         f"{report.quantized_sqnr_db:.1f} dB), {report.samples:,} samples."
     )
     if report.support:
-        head += f"\n\nOperator support of the fully quantized model: {report.support['summary']}"
+        head += f"\n\nOperator support of the fully quantized model: {report.support.summary}"
     md = (
         f"# Sensitivity analysis\n\n{report.sentence()}\n\n{head}\n\n{sensitivity_table(report)}\n\n"
         f"![per-layer sensitivity]({plot.name})\n"

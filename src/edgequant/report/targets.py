@@ -61,7 +61,7 @@ def support_section(models: list[tuple[str, Model]], target: Target | None = Non
             f"| {name} | {len(report.nodes) - len(report.float_nodes)}/{len(report.nodes)} | "
             f"{100 * report.integer_fraction:.0f}% | {floats + more or '-'} |"
         )
-        data.append({"model": name, **report.brief()})
+        data.append({"model": name, **report.brief().to_dict()})
     header = "| model | integer nodes | integer MACs | float nodes |\n|---|---|---|---|"
     note = (
         f"Checked on {target.value} ({preset(target).runtime.value}) with `edgequant check`: "

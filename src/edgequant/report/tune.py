@@ -48,9 +48,9 @@ def write_tune_report(result: TuneResult, folder: Path) -> dict[str, Path]:
             f"## Best model: `{result.best_path}`\n\n| layer | precision |\n|---|---|\n{layers}\n"
         )
         if result.best_support:
-            floats = result.best_support["float_nodes"]
+            floats = result.best_support.float_nodes
             islands = "".join(f"- `{name}`: {why}\n" for name, why in list(floats.items())[:20])
-            best += f"\nOperator support: {result.best_support['summary']}\n\n{islands}"
+            best += f"\nOperator support: {result.best_support.summary}\n\n{islands}"
     md = (
         f"# Mixed-precision tuning\n\n{result.sentence()}\n\n"
         f"Budgets: {'; '.join(budgets)}. Precisions: "

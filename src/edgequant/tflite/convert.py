@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import json
 import logging
 import os
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from edgequant.data import split_item
 from edgequant.errors import ConfigError, DataError, DependencyError, ModelError
 from edgequant.outputs import note_input, resolve_output, write_files
 from edgequant.progress import ProgressFn, silent
+from edgequant.provenance import Provenance, read_provenance
 
 CALIBRATION_SAMPLES = 500
 
@@ -48,7 +48,7 @@ class TFLiteModel:
     content: bytes
     name: str
     mode: TFLiteMode
-    provenance: dict[str, Any] = field(default_factory=dict)
+    provenance: Provenance | None = None
 
     @property
     def size_bytes(self) -> int:
@@ -58,8 +58,10 @@ class TFLiteModel:
         """Write the model and `<stem>.tflite.quant.json` atomically, together
         (`edgequant.outputs`)."""
         path = resolve_output(path)  # a symlink: the file it points to, sidecar beside it
-        text = json.dumps(self.provenance, indent=2, sort_keys=True) + "\n"
-        write_files({path: self.content, tflite_sidecar(path): text.encode()})
+        files = {path: self.content}
+        if self.provenance is not None:
+            files[tflite_sidecar(path)] = self.provenance.to_json().encode()
+        write_files(files)
         return path
 
 
@@ -78,13 +80,11 @@ def load_tflite(path: str | Path) -> TFLiteModel:
     content = path.read_bytes()
     if len(content) < 8 or content[4:8] != b"TFL3":
         raise ModelError(f"{path} is not a TFLite model (no TFL3 flatbuffer identifier)")
-    mode = TFLiteMode.FP32
-    try:
-        meta = json.loads(tflite_sidecar(path).read_text())
-        mode = TFLiteMode(meta.get("mode", "fp32"))
-    except (OSError, ValueError, AttributeError):
-        meta = {}
-    return TFLiteModel(content, path.stem, mode, meta)
+    mode, provenance = TFLiteMode.FP32, None
+    if tflite_sidecar(path).is_file():  # the mode it was converted in; none: taken as FP32
+        provenance = read_provenance(tflite_sidecar(path))
+        mode = TFLiteMode(provenance.method)
+    return TFLiteModel(content, path.stem, mode, provenance)
 
 
 def to_tflite(
@@ -131,12 +131,12 @@ def to_tflite(
                 f"{detail or log.last_line()}); simplify the unsupported operator or export ONNX"
             ) from None
     progress("converting to TFLite", 1, 1)
-    provenance = {
-        "format": "tflite",
-        "mode": mode.value,
-        "converter": f"litert-torch {_version('litert-torch')}",
-        "calibration_samples": 0 if samples is None else len(samples),
-    }
+    provenance = Provenance(
+        method=mode.value,
+        format="tflite",
+        converter=f"litert-torch {_version('litert-torch')}",
+        calibration_samples=0 if samples is None else len(samples),
+    )
     return TFLiteModel(content, f"{name}.{mode.value}", mode, provenance)
 
 
@@ -147,7 +147,9 @@ def quantize_tflite(fp32: TFLiteModel, mode: TFLiteMode) -> TFLiteModel:
         raise ConfigError("quantize_tflite makes dynamic-range or FP16 models from an FP32 one")
     with native_output_captured():
         content = _post_quantize(fp32.content, mode)
-    provenance = {**fp32.provenance, "mode": mode.value}
+    provenance = replace(
+        fp32.provenance or Provenance(method="fp32", format="tflite"), method=mode.value
+    )
     base = fp32.name.removesuffix(".fp32")
     return TFLiteModel(content, f"{base}.{mode.value}", mode, provenance)
 

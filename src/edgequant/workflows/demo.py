@@ -20,6 +20,7 @@ from edgequant.data import ArrayDataset
 from edgequant.model import Model
 from edgequant.outputs import check_report_dir, resolve_output_dir
 from edgequant.progress import ProgressFn, silent
+from edgequant.provenance import Provenance
 from edgequant.ptq import quantize
 from edgequant.report import Row, Section, write_report
 from edgequant.report.targets import target_section
@@ -148,11 +149,9 @@ def run_demo(out_dir: Path, *, progress: ProgressFn = silent, bench_rounds: int 
     train, test = fashion_mnist.load("train"), fashion_mnist.load("test")
     module = demo_model(progress=lambda done, total: progress("training FP32 model", done, total))
     fp32 = to_onnx(module, torch.zeros(1, 1, 28, 28), "edgecnn.fp32")
-    fp32.provenance = {
-        "model": "EdgeCNN (zoo.models)",
-        "dataset": "Fashion-MNIST",
-        "precision": "fp32",
-    }
+    fp32.provenance = Provenance(
+        method="fp32", description="EdgeCNN (zoo.models) trained on Fashion-MNIST"
+    )
     fp32.save(models_dir / "edgecnn.fp32.onnx")
 
     pick = np.random.default_rng(SEED).permutation(len(train))[:CALIBRATION_SAMPLES]

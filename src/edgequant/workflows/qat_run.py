@@ -9,6 +9,7 @@ from typing import Any
 
 from edgequant.model import Model
 from edgequant.progress import ProgressFn, silent
+from edgequant.provenance import TrainingRun
 from edgequant.qat.config import RangeLearning
 from edgequant.task import TrainingTask
 
@@ -54,7 +55,7 @@ class QATRun:
             "processes": self.processes,
             "train_seconds": self.seconds,
             "final_loss": self.losses[-1] if self.losses else None,
-            "float_layers": self.model.provenance.get("float_layers", {}),
+            "float_layers": self.model.provenance.float_layers if self.model.provenance else {},
         }
         if self.top1 is not None:
             out.update(top1=self.top1, fp32_top1=self.fp32_top1, agreement=self.agreement)
@@ -101,10 +102,8 @@ def run_qat(
         seconds = time.perf_counter() - t0
     finally:
         shutdown()
-    q.provenance.update(
-        {"task": task_label, "steps": recipe.steps, "lr": recipe.lr, "seed": config.seed,
-         "processes": processes}
-    )  # fmt: skip
+    assert q.provenance is not None
+    q.provenance.training = TrainingRun(task_label, recipe.steps, recipe.lr, config.seed, processes)
     fp32 = to_onnx(task.model, task.example_input, "fp32")
     run = QATRun(q, fp32, recipe.steps, recipe.lr, seconds, processes, losses)
     if task.test is None:

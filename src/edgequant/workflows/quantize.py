@@ -26,13 +26,14 @@ class CheckedQuantization:
     def summary(self) -> dict[str, Any]:
         """What `edgequant quantize --json` prints (beside the output path)."""
         prov = self.model.provenance
+        assert prov is not None
         return {
             "size_bytes": self.model.size_bytes,
             "fp32_size_bytes": self.fp32.size_bytes,
-            "quantized_nodes": prov.get("quantized_nodes"),
-            "float_nodes": prov.get("float_nodes", {}),
-            "support": prov["support"],
-            "support_planned": prov.get("support_planned"),
+            "quantized_nodes": prov.quantized_nodes,
+            "float_nodes": prov.float_nodes,
+            "support": self.support.brief().to_dict(),
+            "support_planned": None if self.planned is None else self.planned.brief().to_dict(),
         }
 
 
@@ -59,9 +60,10 @@ def quantize_checked(
     support = check_support(q, config)
     if strict:
         require_integer(support)
+    assert q.provenance is not None
     if source is not None:
-        q.provenance["source_model"] = source
-    q.provenance["support"] = support.brief()
+        q.provenance.source_model = source
+    q.provenance.support = support.brief()
     if planned is not None:
-        q.provenance["support_planned"] = planned.brief()
+        q.provenance.support_planned = planned.brief()
     return CheckedQuantization(q, model, planned, support)
