@@ -209,6 +209,7 @@ def test_adaround_w4a8_on_the_demo_model(w4a8_results) -> None:
     assert q.provenance.adarounded_weights == 30
 
 
+@pytest.mark.slow  # AdaRound over all 30 layers (77 s); the fast lane keeps the layer-level tests
 def test_adaround_export_stores_int4_codes_on_the_rtn_scale(w4a8_results) -> None:
     """Structural: same graph and same scales as round-to-nearest; only the codes differ."""
     import onnx

@@ -67,7 +67,7 @@ def test_qat_on_a_user_model_from_an_entry_point(task_dir: Path) -> None:
     assert summary["fp32_top1"] - summary["top1"] <= 0.01  # 1,000 digits from MNIST's train split
     assert summary["size_bytes"] <= 0.27 * summary["fp32_size_bytes"]
     sidecar = json.loads(out.with_suffix(".quant.json").read_text())
-    assert sidecar["task"] == "digits_task:make"
+    assert sidecar["training"]["task"] == "digits_task:make" and sidecar["training"]["steps"] == 10
     assert sidecar["method"] == "qat"
 
 

@@ -55,7 +55,7 @@ def test_report_ranks_every_weighted_layer(report) -> None:
     assert report.samples == 500 and 0.85 < report.reference_top1 < 0.95
     assert report.layers[0].node in report.sentence()
     # ORT's CPU has no int4 convolution: at W4A8 the check names the Convs it runs in float
-    assert report.support is not None and report.support["integer_fraction"] < 0.5
+    assert report.support is not None and report.support.integer_fraction < 0.5
 
 
 def test_report_files(report, tmp_path) -> None:

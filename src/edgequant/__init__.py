@@ -80,6 +80,10 @@ _EXPORTS: dict[str, str] = {
     "run_qat": "edgequant.workflows.qat_run",
     "QATRunConfig": "edgequant.workflows.qat_run",
     "QATRun": "edgequant.workflows.qat_run",
+    "fp32_source": "edgequant.workflows.quantize",
+    "convert_checked": "edgequant.workflows.quantize",
+    "Provenance": "edgequant.provenance",
+    "read_provenance": "edgequant.provenance",
 }
 __all__ = sorted([*_EXPORTS, "__version__"])
 
@@ -122,6 +126,7 @@ if TYPE_CHECKING:
     from edgequant.data import ArrayDataset, Dataset, load_data
     from edgequant.errors import EdgeQuantError
     from edgequant.model import Model, load
+    from edgequant.provenance import Provenance, read_provenance
     from edgequant.ptq import quantize
     from edgequant.qat.config import QATConfig, RangeLearning
     from edgequant.qat.export import export
@@ -148,4 +153,9 @@ if TYPE_CHECKING:
     )
     from edgequant.workflows.compare import compare
     from edgequant.workflows.qat_run import QATRun, QATRunConfig, run_qat
-    from edgequant.workflows.quantize import CheckedQuantization, quantize_checked
+    from edgequant.workflows.quantize import (
+        CheckedQuantization,
+        convert_checked,
+        fp32_source,
+        quantize_checked,
+    )

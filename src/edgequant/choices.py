@@ -126,3 +126,19 @@ class Target(enum.Enum):
         except OSError:
             flags = ""
         return Target.X86_VNNI if ("avx512_vnni" in flags or "avx_vnni" in flags) else Target.X86
+
+
+class RangeLearning(enum.Enum):
+    LSQ = "lsq"  # activation scales are parameters trained by LSQ (Esser et al. 2019)
+    FROZEN = "frozen"  # activation scales stay at their calibrated (PTQ warm-start) values
+    # ranges track an exponential moving average of each batch's min and max, as in Jacob et al.
+    # 2018 and torch.ao's MovingAverageMinMaxObserver (starting from the calibrated range)
+    MOVING_MINMAX = "moving-minmax"
+
+
+class Backend(enum.Enum):
+    """Where trials run."""
+
+    AUTO = "auto"  # Ray when it is installed, else in this process
+    LOCAL = "local"  # in this process, one after another
+    RAY = "ray"  # on Ray: the cluster at RAY_ADDRESS, or a local Ray started for the run

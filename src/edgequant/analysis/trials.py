@@ -10,26 +10,18 @@ Latency is never measured here: timings of trials running side by side skew one 
 
 from __future__ import annotations
 
-import enum
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from edgequant.choices import Backend
 from edgequant.config import Precision
 from edgequant.errors import ConfigError
 
 if TYPE_CHECKING:
     from edgequant.ptq.static import Calibrated
     from edgequant.runtime.scoring import Scorer
-
-
-class Backend(enum.Enum):
-    """Where trials run."""
-
-    AUTO = "auto"  # Ray when it is installed, else in this process
-    LOCAL = "local"  # in this process, one after another
-    RAY = "ray"  # on Ray: the cluster at RAY_ADDRESS, or a local Ray started for the run
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from edgequant.cli.common import (
     progress_bars,
 )
 from edgequant.cli.group import cli
+from edgequant.cli.targets import TFLITE_MODES
 from edgequant.errors import ConfigError
 
 METHODS = [m.value for m in Method]
@@ -133,33 +135,7 @@ TARGETS = [t.value for t in Target]
     help="A PTQConfig as JSON, or a .quant.json (e.g. from `edgequant tune`): replaces the options above.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def quantize(
-    model: str | None,
-    output: str,
-    target: str | None,
-    strict: bool,
-    task_entry: str | None,
-    method: str,
-    calib: str | None,
-    calibrator: str,
-    mean: str | None,
-    std: str | None,
-    samples: int,
-    per_tensor: bool,
-    activations: str,
-    equalize: bool,
-    bias_correction: bool,
-    weight_bits: str,
-    adaround: bool,
-    smoothquant: bool,
-    gptq: bool,
-    int8_embeddings: bool,
-    block_size: int,
-    exclude: tuple[str, ...],
-    layers: tuple[str, ...],
-    config_file: str | None,
-    as_json: bool,
-) -> None:
+def quantize(**options: Any) -> None:
     """Quantize an ONNX MODEL (or a task's torch model) for a deployment target.
 
     \b
@@ -177,56 +153,96 @@ def quantize(
       edgequant quantize model.onnx --method int4 --block-size 32 -o model.int4.onnx
     """
     import edgequant as eq
+    from edgequant.workflows.quantize import convert_checked, fp32_source
 
-    if (model is None) == (task_entry is None):
+    o = QuantizeOptions(**options)
+    if (o.model is None) == (o.task_entry is None):
         raise ConfigError("give an ONNX MODEL or --task module:function (one of them)")
-    tflite = target == Target.TFLITE.value
+    tflite = o.target == Target.TFLITE.value
     what = (
         "--target tflite writes a .tflite model" if tflite
         else "quantize writes an ONNX model (a .tflite needs --target tflite)"
     )  # fmt: skip
-    out = model_output(output, what, tflite=tflite, inputs=(model, calib, config_file))
-    fp32 = eq.load(model) if model is not None else None
-    norm: dict[str, Any] = {"mean": floats(mean), "std": floats(std)}
+    out = model_output(o.output, what, tflite=tflite, inputs=(o.model, o.calib, o.config_file))
+    if tflite and o.task_entry is None:
+        raise ConfigError(
+            "--target tflite converts the PyTorch model (litert-torch): pass --task "
+            "module:function instead of an ONNX MODEL (see the README, TFLite export)"
+        )
+    fp32 = eq.load(o.model) if o.model is not None else None
     data = None
-    if calib and fp32 is not None:
-        data = load_for_model(fp32, calib, batch_size=64, **norm)
-    elif calib:
-        data = eq.load_data(calib, batch_size=64, mean=norm["mean"], std=norm["std"])
-    if target == Target.TFLITE.value:
-        from edgequant.cli.targets import write_tflite
-
-        if task_entry is None:
+    if o.calib and fp32 is not None:
+        data = load_for_model(fp32, o.calib, batch_size=64, mean=floats(o.mean), std=floats(o.std))
+    elif o.calib:
+        data = eq.load_data(o.calib, batch_size=64, mean=floats(o.mean), std=floats(o.std))
+    if tflite:
+        assert o.task_entry is not None
+        if o.method not in TFLITE_MODES:
             raise ConfigError(
-                "--target tflite converts the PyTorch model (litert-torch): pass --task "
-                "module:function instead of an ONNX MODEL (see the README, TFLite export)"
+                "--target tflite takes --method static (full integer), dynamic or fp16"
             )
-        write_tflite(task_entry, out, method, data, samples, strict, as_json)
+        with progress_bars(not o.as_json) as progress:
+            converted = convert_checked(
+                o.task_entry, eq.TFLiteMode(TFLITE_MODES[o.method]), calibration=data,
+                max_samples=o.samples, strict=o.strict, progress=progress,
+            )  # fmt: skip
+        converted.model.save(out)
+        _show_conversion(out, converted, o.as_json)
         return
-    config = _config(
-        method, target, calibrator, per_tensor, activations, equalize, bias_correction,
-        weight_bits, adaround, smoothquant, gptq, int8_embeddings, block_size, exclude,
-        layers, samples,
-    )  # fmt: skip
-    if config_file:
-        config = _read_config(Path(config_file))
-    fp32, source, data = _source(fp32, model, task_entry, data)
+    config = _read_config(Path(o.config_file)) if o.config_file else _config(o)
+    source = fp32_source(o.model, o.task_entry, loaded=fp32)
+    data = data if data is not None else source.calibration
     if config.method is eq.Method.STATIC and data is None:
         raise click.UsageError(
             "static quantization needs --calib DATA (e.g. a .npz of a few hundred inputs)"
         )
-    with progress_bars(not as_json) as progress:
+    with progress_bars(not o.as_json) as progress:
         result = eq.quantize_checked(
-            fp32, config, calibration=data, strict=strict, source=source, progress=progress
-        )
+            source.model, config, calibration=data, strict=o.strict, source=source.label,
+            progress=progress,
+        )  # fmt: skip
+    result.model.save(out)
+    _show_quantization(out, result, o.as_json)
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """Every option of `edgequant quantize`, typed (click passes them by name)."""
+
+    model: str | None
+    output: str
+    target: str | None
+    strict: bool
+    task_entry: str | None
+    method: str
+    calib: str | None
+    calibrator: str
+    mean: str | None
+    std: str | None
+    samples: int
+    per_tensor: bool
+    activations: str
+    equalize: bool
+    bias_correction: bool
+    weight_bits: str
+    adaround: bool
+    smoothquant: bool
+    gptq: bool
+    int8_embeddings: bool
+    block_size: int
+    exclude: tuple[str, ...]
+    layers: tuple[str, ...]
+    config_file: str | None
+    as_json: bool
+
+
+def _show_quantization(out: Path, result: Any, as_json: bool) -> None:
     q, planned, support = result.model, result.planned, result.support
-    q.save(out)
     summary = {"output": str(out), **result.summary()}
 
     def human() -> None:
-        click.echo(
-            f"wrote {out} ({q.size_bytes / 1024:.0f} KB, {q.size_bytes / fp32.size_bytes:.1%} of FP32)"
-        )
+        ratio = q.size_bytes / result.fp32.size_bytes
+        click.echo(f"wrote {out} ({q.size_bytes / 1024:.0f} KB, {ratio:.1%} of FP32)")
         if planned is not None:
             click.echo(f"before: {planned.summary()}")
         click.echo(f"after:  {support.summary()}")
@@ -239,76 +255,61 @@ def quantize(
     emit(summary, as_json, human)
 
 
-def _source(
-    fp32: Any, model: str | None, task_entry: str | None, data: Any
-) -> tuple[Any, str, Any]:
-    """The FP32 ONNX model, where it came from, and calibration data (a task brings its own)."""
-    if fp32 is not None and model is not None:
-        return fp32, str(Path(model).resolve()), data
-    from edgequant.task import load_task
-    from edgequant.torch_onnx import to_onnx
+def _show_conversion(out: Path, converted: Any, as_json: bool) -> None:
+    model = converted.model
+    summary = {
+        "output": str(out),
+        "size_bytes": model.size_bytes,
+        "support": converted.support.brief().to_dict(),
+    }
 
-    assert task_entry is not None
-    task = load_task(task_entry)
-    fp32 = to_onnx(task.model, task.example_input, task_entry.rpartition(":")[2] or "model")
-    return fp32, task_entry, data if data is not None else task.calibration
+    def human() -> None:
+        click.echo(f"wrote {out} ({model.size_bytes / 1024:.0f} KB, {model.mode.value})")
+        click.echo(converted.support.summary())
+
+    emit(summary, as_json, human)
 
 
-def _config(
-    method: str,
-    target: str | None,
-    calibrator: str,
-    per_tensor: bool,
-    activations: str,
-    equalize: bool,
-    bias_correction: bool,
-    weight_bits: str,
-    adaround: bool,
-    smoothquant: bool,
-    gptq: bool,
-    int8_embeddings: bool,
-    block_size: int,
-    exclude: tuple[str, ...],
-    layers: tuple[str, ...],
-    samples: int,
-) -> Any:
+def _config(o: QuantizeOptions) -> Any:
     """The PTQConfig the options describe (the target's preset first, then the options)."""
     import edgequant as eq
     from edgequant.config import ACTIVATIONS_INT8, ACTIVATIONS_UINT8
 
-    acts = {"auto": None, "uint8": ACTIVATIONS_UINT8, "int8": ACTIVATIONS_INT8}[activations]
-    common: dict[str, Any] = {"exclude_nodes": exclude, "max_calibration_samples": samples}
-    if target is not None:
-        common["target"] = eq.Target(target)
-    if int8_embeddings:
-        if method == "fp16":
+    acts = {"auto": None, "uint8": ACTIVATIONS_UINT8, "int8": ACTIVATIONS_INT8}[o.activations]
+    common: dict[str, Any] = {"exclude_nodes": o.exclude, "max_calibration_samples": o.samples}
+    if o.target is not None:
+        common["target"] = eq.Target(o.target)
+    if o.int8_embeddings:
+        if o.method == "fp16":
             raise click.UsageError("--int8-embeddings is for --method static, dynamic or int4")
         common["embeddings"] = eq.Embeddings.INT8
-    if layers and method != "static":
+    if o.layers and o.method != "static":
         raise click.UsageError("--layer needs --method static")
-    if gptq and method != "int4":
+    if o.gptq and o.method != "int4":
         raise click.UsageError("--gptq is for --method int4")
-    if (smoothquant or adaround) and method != "static":
+    if (o.smoothquant or o.adaround) and o.method != "static":
         raise click.UsageError("--smoothquant and --adaround are for --method static")
-    if method == "dynamic":
-        return eq.PTQConfig.dynamic(per_channel=not per_tensor, **common)
-    if method == "fp16":
+    if o.method == "dynamic":
+        return eq.PTQConfig.dynamic(per_channel=not o.per_tensor, **common)
+    if o.method == "fp16":
         return eq.PTQConfig.fp16(**common)
-    if method == "int4":
+    if o.method == "int4":
         return eq.PTQConfig.int4(
-            block_size=block_size,
-            rounding=eq.Rounding.GPTQ if gptq else eq.Rounding.NEAREST,
+            block_size=o.block_size,
+            rounding=eq.Rounding.GPTQ if o.gptq else eq.Rounding.NEAREST,
             **common,
         )
-    return (eq.PTQConfig.w4a8 if weight_bits == "int4" else eq.PTQConfig.int8)(
-        per_channel=not per_tensor,
-        calibrator=eq.Calibrator(calibrator),
+    return (eq.PTQConfig.w4a8 if o.weight_bits == "int4" else eq.PTQConfig.int8)(
+        per_channel=not o.per_tensor,
+        calibrator=eq.Calibrator(o.calibrator),
         activations=acts,
-        equalization=eq.Equalization.CROSS_LAYER if equalize else eq.Equalization.NONE,
-        bias_correction=eq.BiasCorrection.EMPIRICAL if bias_correction else eq.BiasCorrection.NONE,
-        rounding=eq.Rounding.ADAROUND if adaround else eq.Rounding.NEAREST,
-        smoothing=eq.Smoothing.SMOOTHQUANT if smoothquant else eq.Smoothing.NONE,
-        layer_precisions=_layer_precisions(layers),
+        equalization=eq.Equalization.CROSS_LAYER if o.equalize else eq.Equalization.NONE,
+        bias_correction=eq.BiasCorrection.EMPIRICAL
+        if o.bias_correction
+        else eq.BiasCorrection.NONE,
+        rounding=eq.Rounding.ADAROUND if o.adaround else eq.Rounding.NEAREST,
+        smoothing=eq.Smoothing.SMOOTHQUANT if o.smoothquant else eq.Smoothing.NONE,
+        layer_precisions=_layer_precisions(o.layers),
         **common,
     )
 

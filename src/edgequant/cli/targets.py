@@ -3,15 +3,13 @@ of `quantize`."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
 
-from edgequant.cli.common import emit, progress_bars
+from edgequant.cli.common import emit
 from edgequant.cli.group import cli
 from edgequant.config import Target
-from edgequant.errors import ConfigError
 
 TFLITE_MODES = {"static": "int8", "dynamic": "dynamic", "fp16": "fp16"}
 
@@ -83,52 +81,6 @@ def check_cmd(model: str, target: str | None, strict: bool, as_json: bool) -> No
     if strict:
         eq.require_integer(report)
     emit(report.to_dict(), as_json, lambda: click.echo(report.markdown(limit=50)))
-
-
-def write_tflite(
-    task_entry: str,
-    out: Path,
-    method: str,
-    data: Any,
-    samples: int,
-    strict: bool,
-    as_json: bool,
-) -> None:
-    """`quantize --target tflite`: the task's torch model converted by litert-torch."""
-    import edgequant as eq
-    from edgequant.task import load_task
-
-    if method not in TFLITE_MODES:
-        raise ConfigError("--target tflite takes --method static (full integer), dynamic or fp16")
-    task = load_task(task_entry)
-    with progress_bars(not as_json) as progress:
-        model = eq.to_tflite(
-            task.model,
-            task.example_input,
-            mode=eq.TFLiteMode(TFLITE_MODES[method]),
-            calibration=data if data is not None else task.calibration,
-            max_samples=samples,
-            name=task_entry.rpartition(":")[2] or "model",
-            progress=progress,
-        )
-    support = eq.check_tflite(model)
-    if strict:
-        eq.require_integer(support)
-    assert model.provenance is not None  # every conversion records how it was made
-    model.provenance.source_model = task_entry
-    model.provenance.support = support.brief()
-    model.save(out)
-    summary = {
-        "output": str(out),
-        "size_bytes": model.size_bytes,
-        "support": model.provenance.support.to_dict(),
-    }
-
-    def human() -> None:
-        click.echo(f"wrote {out} ({model.size_bytes / 1024:.0f} KB, {model.mode.value})")
-        click.echo(support.summary())
-
-    emit(summary, as_json, human)
 
 
 def _spec_text(spec: Any) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from edgequant.choices import RangeLearning
 from edgequant.cli.common import (
     COUNT,
     POSITIVE,
@@ -123,7 +124,7 @@ def compare_cmd(
 )  # fmt: skip
 @click.option(
     "--ranges",
-    type=click.Choice(["lsq", "frozen", "moving-minmax"]),
+    type=click.Choice([r.value for r in RangeLearning]),
     default="lsq",
     show_default=True,
     help="Activation ranges: learned (LSQ), kept as calibrated, or a moving min-max.",
@@ -171,7 +172,6 @@ def qat(
       torchrun --nproc-per-node 2 -m edgequant qat -o fmnist.qat.onnx
     """
     import edgequant as eq
-    from edgequant.qat.config import RangeLearning
     from edgequant.task import load_task
 
     out = model_output(output, "qat writes an ONNX model")

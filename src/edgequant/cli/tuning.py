@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from edgequant.choices import Backend
 from edgequant.cli.common import (
     COUNT,
     NON_NEGATIVE,
@@ -70,7 +71,7 @@ def parse_size(text: str) -> int:
 @click.option("--adaround", is_flag=True, help="AdaRound every integer layer (needs torch).")
 @click.option(
     "--backend",
-    type=click.Choice(["auto", "local", "ray"]),
+    type=click.Choice([b.value for b in Backend]),
     default="auto",
     show_default=True,
     help="Where trials run; auto = Ray when installed (pip install 'edgequant[ray]').",

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from edgequant.choices import RangeLearning
 from edgequant.config import ACTIVATIONS_UINT8, Calibrator
 from edgequant.errors import ConfigError
 from edgequant.spec import PerChannel, PerTensor, QType, QuantSpec, Symmetry
 
 ACTIVATIONS_UINT4 = QuantSpec(QType.UINT4, Symmetry.AFFINE, PerTensor())
-
-
-class RangeLearning(enum.Enum):
-    LSQ = "lsq"  # activation scales are parameters trained by LSQ (Esser et al. 2019)
-    FROZEN = "frozen"  # activation scales stay at their calibrated (PTQ warm-start) values
-    # ranges track an exponential moving average of each batch's min and max, as in Jacob et al.
-    # 2018 and torch.ao's MovingAverageMinMaxObserver (starting from the calibrated range)
-    MOVING_MINMAX = "moving-minmax"
 
 
 def weight_spec(bits: int) -> QuantSpec:

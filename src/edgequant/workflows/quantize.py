@@ -1,16 +1,20 @@
-"""`edgequant quantize` as a library function: operator support planned before any work (and
-`strict` failing there), quantization, support on the runtime after, provenance recorded."""
+"""`edgequant quantize` as library functions: the FP32 source (a file or a task), operator support
+planned before any work (and `strict` failing there), quantization, support on the runtime after,
+provenance recorded; `convert_checked` does the same for a TFLite conversion."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgequant.analysis.support import SupportReport, check_support, require_integer
 from edgequant.config import Method, PTQConfig
 from edgequant.model import Model
 from edgequant.progress import ProgressFn, silent
+
+if TYPE_CHECKING:
+    from edgequant.tflite.convert import TFLiteMode, TFLiteModel
 
 
 @dataclass(frozen=True)
@@ -67,3 +71,76 @@ def quantize_checked(
     if planned is not None:
         q.provenance.support_planned = planned.brief()
     return CheckedQuantization(q, model, planned, support)
+
+
+@dataclass(frozen=True)
+class FP32Source:
+    """The FP32 ONNX model to quantize, where it came from (a path or a task entry point), and
+    the calibration data a task brings (None for a model file)."""
+
+    model: Model
+    label: str
+    calibration: Iterable[Any] | None = None
+
+
+def fp32_source(
+    model_path: str | None = None, task_entry: str | None = None, *, loaded: Model | None = None
+) -> FP32Source:
+    """The FP32 model of an ONNX file, or of a task's torch model (`module:function`, exported
+    to ONNX as `quantize` exports it), exactly one of them. `loaded`: the file's model, when the
+    caller has loaded it already."""
+    from pathlib import Path
+
+    from edgequant.errors import ConfigError
+    from edgequant.model import load
+
+    if (model_path is None) == (task_entry is None):
+        raise ConfigError("give an ONNX MODEL or --task module:function (one of them)")
+    if model_path is not None:
+        return FP32Source(loaded or load(model_path), str(Path(model_path).resolve()))
+    from edgequant.task import load_task
+    from edgequant.torch_onnx import to_onnx
+
+    assert task_entry is not None
+    task = load_task(task_entry)
+    fp32 = to_onnx(task.model, task.example_input, task_entry.rpartition(":")[2] or "model")
+    return FP32Source(fp32, task_entry, task.calibration)
+
+
+@dataclass(frozen=True)
+class CheckedConversion:
+    """A TFLite model converted from a task's torch model and its operator support (LiteRT)."""
+
+    model: TFLiteModel
+    support: SupportReport
+
+
+def convert_checked(
+    task_entry: str,
+    mode: TFLiteMode,
+    *,
+    calibration: Iterable[Any] | None = None,
+    max_samples: int = 1000,
+    strict: bool = False,
+    progress: ProgressFn = silent,
+) -> CheckedConversion:
+    """`edgequant quantize --target tflite` as a library function: the task's torch model
+    converted by litert-torch (`calibration`: the task's own when None), its operator support
+    checked (`strict`: every node integer) and recorded in the provenance."""
+    from edgequant.task import load_task
+    from edgequant.tflite.convert import to_tflite
+    from edgequant.tflite.runtime import check_tflite
+
+    task = load_task(task_entry)
+    model = to_tflite(
+        task.model, task.example_input, mode=mode,
+        calibration=calibration if calibration is not None else task.calibration,
+        max_samples=max_samples, name=task_entry.rpartition(":")[2] or "model", progress=progress,
+    )  # fmt: skip
+    support = check_tflite(model)
+    if strict:
+        require_integer(support)
+    assert model.provenance is not None  # every conversion records how it was made
+    model.provenance.source_model = task_entry
+    model.provenance.support = support.brief()
+    return CheckedConversion(model, support)
