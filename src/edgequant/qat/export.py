@@ -74,15 +74,17 @@ def _torch_export(
     weighted = [m for m in model.modules() if isinstance(m, QuantConv | QuantLinear)]
     quantizers = [m for m in model.modules() if isinstance(m, ActivationQuantizer)]
     for m in weighted:
-        m.export_log = weight_log
+        m.state.export_log = weight_log
     for q in quantizers:
         q.export_log = activation_log
     try:
         with mode(model, Mode.EXPORT):
             return export_proto(model, example_input)
     finally:
-        for m in [*weighted, *quantizers]:
-            m.export_log = None
+        for m in weighted:
+            m.state.export_log = None
+        for q in quantizers:
+            q.export_log = None
 
 
 def plan_from_transport(

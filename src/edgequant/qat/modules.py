@@ -9,6 +9,7 @@ ONNX exporter writes as QuantizeLinear/DequantizeLinear pairs that `export.py` r
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,6 +22,16 @@ from edgequant.qat.config import RangeLearning
 from edgequant.qat.distributed import global_max, global_sum
 from edgequant.qat.fake_quant import fake_quant_bias, fake_quant_learned, fake_quant_weight
 from edgequant.spec import QuantSpec
+
+
+@dataclass
+class WeightedState:
+    """What a weighted QAT layer knows beyond its parameters, typed: the activation quantizer
+    that feeds it (a plain reference, not a submodule: the bias grid depends on its scale; set
+    by `prepare.py`) and, during an export, where it logs its weight grid (`export.py`)."""
+
+    input_quantizer: ActivationQuantizer | None = None
+    export_log: list[tuple[QuantSpec, np.ndarray]] | None = None
 
 
 class Mode(enum.Enum):
@@ -110,7 +121,7 @@ def transport_weight(module: nn.Module, w: torch.Tensor, scale: torch.Tensor) ->
     spec: QuantSpec = module.spec  # type: ignore[assignment]
     with torch.no_grad():
         on_grid = fake_quant_weight(w, scale, spec.qmin, spec.qmax).numpy().copy()
-    log = getattr(module, "export_log", None)
+    log = module.state.export_log  # type: ignore[union-attr]
     if log is not None:
         log.append((spec, scale.numpy().copy()))
     return torch.from_numpy(on_grid)
@@ -143,8 +154,8 @@ def batch_statistics(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _bias(module: nn.Module, b: torch.Tensor | None, w_scale: torch.Tensor) -> torch.Tensor | None:
     """The bias as deployed: on its int32 grid when an activation quantizer feeds the layer
-    (`prepare.py` records it as `input_quantizer`, a plain reference, not a submodule)."""
-    source = module.__dict__.get("input_quantizer")
+    (`WeightedState.input_quantizer`)."""
+    source = module.state.input_quantizer  # type: ignore[union-attr]
     if b is None or source is None:
         return b
     return fake_quant_bias(b, source.scale, w_scale)
@@ -167,6 +178,7 @@ class QuantConv(nn.Module):
         self.bn_freeze_steps = bn_freeze_steps
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         self.mode = Mode.QUANT
+        self.state = WeightedState()
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Weight and bias with BatchNorm folded in (running statistics)."""
@@ -213,6 +225,7 @@ class QuantLinear(nn.Module):
         super().__init__()
         self.linear, self.spec = linear, spec
         self.mode = Mode.QUANT
+        self.state = WeightedState()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.linear.weight

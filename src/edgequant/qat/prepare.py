@@ -172,7 +172,7 @@ def _insert_quantizers(gm: fx.GraphModule, config: QATConfig) -> None:
                 ensure_input(node, arg)
             if _is_weighted(node, mods):
                 # the bias grid depends on the input scale (see modules._bias)
-                mods[node.target].__dict__["input_quantizer"] = _source_quantizer(gm, node.args[0])
+                mods[node.target].state.input_quantizer = _source_quantizer(gm, node.args[0])
             point = output_point(node)
             if not _feeds_output(point):
                 quantize_after(point)
