@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from edgequant.batching import axes_of, count, take
 from edgequant.errors import DataError
 from edgequant.outputs import note_input
 
@@ -37,53 +38,88 @@ class Dataset:
 
 @dataclass(frozen=True)
 class ArrayDataset:
-    """In-memory arrays served in batches: inputs (N, ...) or a dict of them, labels (N,)."""
+    """In-memory arrays served in batches: inputs (N, ...) or a dict of them, labels (N,).
+
+    `axes` (input name -> the axis its samples lie on, None for an input fed whole with every
+    batch, such as a scalar sample rate) follows the model's own layout; by default axis 0, and
+    none for 0-d arrays (`edgequant.batching`)."""
 
     inputs: NDArray[Any] | Mapping[str, NDArray[Any]]
     labels: NDArray[np.integer] | None = None
     batch_size: int = 64
+    axes: Mapping[str, int | None] | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise DataError(f"batch_size must be at least 1, got {self.batch_size}")
-        arrays = self.inputs if isinstance(self.inputs, Mapping) else {"inputs": self.inputs}
-        sizes = {name: len(a) if np.ndim(a) else 0 for name, a in arrays.items()}
-        if len(set(sizes.values())) > 1:
+        arrays = self._arrays()
+        for name, axis in self._axes().items():
+            if name in arrays and axis is not None and axis >= np.ndim(arrays[name]):
+                shape = np.shape(arrays[name])
+                raise DataError(
+                    f"input {name!r} has shape {shape}, so it has no axis {axis} to hold samples "
+                    "on: save it in the model's own layout, or say where its samples lie with "
+                    "--batch-axis NAME=AXIS"
+                )
+        if all(self._axes().get(name) is None for name in arrays):
             raise DataError(
-                f"input arrays hold different numbers of samples {sizes}: give every input the "
-                "same first (sample) axis"
+                "no input has a sample axis: give arrays with samples along one axis "
+                "(0-d values are fed whole with every batch)"
             )
+        count(arrays, self._axes())  # the batch axes agree
         if self.labels is not None and len(self.labels) != len(self):
             raise DataError(
                 f"{len(self.labels)} labels for {len(self)} samples: give one label per sample"
             )
 
+    def _arrays(self) -> dict[str, NDArray[Any]]:
+        return dict(self.inputs) if isinstance(self.inputs, Mapping) else {"": self.inputs}
+
+    def _axes(self) -> Mapping[str, int | None]:
+        return self.axes if self.axes is not None else axes_of(self._arrays())
+
     def __len__(self) -> int:
-        first = (
-            self.inputs
-            if not isinstance(self.inputs, Mapping)
-            else next(iter(self.inputs.values()))
-        )
-        return len(first)
+        return count(self._arrays(), self._axes())
+
+    def _part(self, start: int, stop: int) -> Any:
+        part = take(self._arrays(), self._axes(), start, stop)
+        return part if isinstance(self.inputs, Mapping) else part[""]
 
     def __iter__(self) -> Iterator[Any]:
         for i in range(0, len(self), self.batch_size):
-            part = slice(i, i + self.batch_size)
-            x = (
-                self.inputs[part]
-                if not isinstance(self.inputs, Mapping)
-                else {k: v[part] for k, v in self.inputs.items()}
-            )
-            yield x if self.labels is None else (x, self.labels[part])
+            x = self._part(i, i + self.batch_size)
+            yield x if self.labels is None else (x, self.labels[i : i + self.batch_size])
 
     def take(self, n: int) -> ArrayDataset:
         """The first n samples."""
-        x = (
-            self.inputs[:n]
-            if not isinstance(self.inputs, Mapping)
-            else {k: v[:n] for k, v in self.inputs.items()}
-        )
-        return ArrayDataset(x, None if self.labels is None else self.labels[:n], self.batch_size)
+        labels = None if self.labels is None else self.labels[:n]
+        return ArrayDataset(self._part(0, n), labels, self.batch_size, self.axes)
+
+    def with_axes(self, axes: Mapping[str, int | None]) -> ArrayDataset:
+        """The same named arrays read along `axes` (input name -> sample axis or None); arrays
+        `axes` does not name keep the default."""
+        merged = _merged_axes(self._arrays(), axes)
+        return ArrayDataset(self.inputs, self.labels, self.batch_size, merged)
+
+
+def _merged_axes(
+    arrays: Mapping[str, NDArray[Any]], axes: Mapping[str, int | None] | None
+) -> dict[str, int | None]:
+    """Default axes (0; none for 0-d arrays) with `axes` over them, where an array has them."""
+    given = {k: v for k, v in (axes or {}).items() if k in arrays}
+    return {**axes_of(arrays), **given}
+
+
+def batch_axes_of(data: Any) -> dict[str, int | None] | None:
+    """The batch axes a dataset of named arrays was given (`ArrayDataset.axes`), which a session
+    takes over the model's symbolic dimensions; None for anything else."""
+    if (
+        isinstance(data, ArrayDataset)
+        and data.axes is not None
+        and isinstance(data.inputs, Mapping)
+    ):
+        return dict(data.axes)
+    return None
 
 
 def as_batches(data: Iterable[Any]) -> Iterator[Batch]:
@@ -112,13 +148,15 @@ def load_data(
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
     batch_multiple: int = 1,
+    axes: Mapping[str, int | None] | None = None,
 ) -> ArrayDataset:
     """Data named on the command line: a built-in name, an .npy/.npz file, or a folder of images.
 
     Images are scaled to [0, 1]; `mean`/`std` (one value, or one per channel) then normalise them
     as the model was trained, e.g. mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225).
     `limit` keeps the first samples (at least 1). `batch_multiple` (a model whose batch axis is
-    fixed at that size) drops the samples beyond the last whole multiple of it.
+    fixed at that size) drops the samples beyond the last whole multiple of it. `axes` (input
+    name -> batch axis, None for an input fed whole) reads arrays in the model's own layout.
     """
     if limit is not None and limit < 1:
         raise DataError(f"limit must be at least 1 sample, got {limit}")
@@ -137,7 +175,7 @@ def load_data(
         data = (
             _load_folder(path, batch_size, mean, std)
             if path.is_dir()
-            else _load_array_file(path, batch_size)
+            else _load_array_file(path, batch_size, axes)
         )
     if len(data) == 0:
         raise DataError(f"{spec} holds no samples")
@@ -152,12 +190,16 @@ def load_data(
     return data
 
 
-def _load_array_file(path: Path, batch_size: int) -> ArrayDataset:
+def _load_array_file(
+    path: Path, batch_size: int, axes: Mapping[str, int | None] | None = None
+) -> ArrayDataset:
     if path.suffix not in {".npy", ".npz"}:
         raise DataError(f"{path}: unsupported data file; use .npy, .npz or a folder of images")
     try:
         loaded = np.load(path, allow_pickle=False)  # never unpickle untrusted data
         if isinstance(loaded, np.ndarray):
+            if loaded.ndim == 0:
+                raise DataError(f"{path.name} is a single number: save arrays with a sample axis")
             return ArrayDataset(_numeric(loaded, path.name), None, batch_size)
         arrays = {k: _numeric(loaded[k], f"{path.name}:{k}") for k in loaded.files}
     except DataError:
@@ -172,15 +214,14 @@ def _load_array_file(path: Path, batch_size: int) -> ArrayDataset:
         raise DataError(
             f"{path} holds only labels: add the input arrays, named after the model's inputs"
         )
-    inputs: Any = arrays if len(arrays) > 1 or "x" not in arrays else arrays["x"]
-    return ArrayDataset(inputs, labels, batch_size)
+    if len(arrays) == 1 and "x" in arrays:
+        return ArrayDataset(arrays["x"], labels, batch_size)
+    return ArrayDataset(arrays, labels, batch_size, _merged_axes(arrays, axes))
 
 
 def _numeric(array: NDArray[Any], where: str) -> NDArray[Any]:
     if array.dtype.kind not in "biuf":
         raise DataError(f"{where} holds {array.dtype} values: save numeric arrays (float32 inputs)")
-    if array.ndim == 0:
-        raise DataError(f"{where} is a single number: save arrays with a first (sample) axis")
     return array
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import onnx
 
+from edgequant.batching import BatchAxes, infer_batch_axes
 from edgequant.errors import ModelError
 from edgequant.outputs import (
     check_writable_dir,
@@ -44,19 +45,38 @@ class Model:
         return [i.name for i in self.proto.graph.input if i.name not in inits]
 
     @property
-    def fixed_batch(self) -> int | None:
-        """The batch size every input is fixed at (its first axis a number, the same for all
-        inputs), or None when the batch axis is dynamic or the inputs disagree."""
+    def input_shapes(self) -> dict[str, tuple[int | str | None, ...]]:
+        """Each graph input's shape: numbers, symbolic names, or None where unknown."""
         inits = {i.name for i in self.proto.graph.initializer}
-        sizes = set()
+        shapes: dict[str, tuple[int | str | None, ...]] = {}
         for value in self.proto.graph.input:
             if value.name in inits:
                 continue
             dims = value.type.tensor_type.shape.dim
-            if not dims or not dims[0].HasField("dim_value") or dims[0].dim_value < 1:
-                return None
-            sizes.add(dims[0].dim_value)
+            shapes[value.name] = tuple(
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims
+            )
+        return shapes
+
+    def batch_axes(self, overrides: BatchAxes | None = None) -> dict[str, int | None]:
+        """Input name -> its batch axis, from the symbolic dimensions (`edgequant.batching`)."""
+        return infer_batch_axes(self.input_shapes, overrides)
+
+    def fixed_batch_for(self, overrides: BatchAxes | None = None) -> int | None:
+        """The batch size the inputs are fixed at (an input whose batch axis is a number B
+        fixes the whole model at B, e.g. a recurrent state exported for one stream), or None
+        when every batch axis is dynamic or the numbers disagree."""
+        shapes, sizes = self.input_shapes, set()
+        for name, axis in self.batch_axes(overrides).items():
+            size = shapes[name][axis] if axis is not None else None
+            if isinstance(size, int) and size > 0:
+                sizes.add(size)
         return sizes.pop() if len(sizes) == 1 else None
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """`fixed_batch_for()` with the batch axes the model's dimensions give."""
+        return self.fixed_batch_for()
 
     def with_outputs(self, names: list[str]) -> Model:
         """A copy whose graph also outputs the tensors `names` (to observe intermediate values)."""

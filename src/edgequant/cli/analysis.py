@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from edgequant.cli.common import COUNT, emit, floats, load_for_model, out_option, progress_bars
+from edgequant.cli.common import (
+    COUNT,
+    batch_axis_option,
+    emit,
+    floats,
+    load_for_model,
+    out_option,
+    progress_bars,
+)
 from edgequant.cli.group import cli
 
 
@@ -33,6 +42,7 @@ from edgequant.cli.group import cli
 )  # fmt: skip
 @click.option("--mean", help="Image folders: per-channel mean (after scaling to [0, 1]).")
 @click.option("--std", help="Image folders: per-channel std.")
+@batch_axis_option
 @click.option("--top", type=COUNT, default=10, show_default=True, help="Layers to print.")
 @out_option("edgequant-analyze")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -46,6 +56,7 @@ def analyze(
     limit: int,
     mean: str | None,
     std: str | None,
+    batch_axes: tuple[str, ...],
     top: int,
     out: str,
     as_json: bool,
@@ -68,7 +79,7 @@ def analyze(
     config = (eq.PTQConfig.w4a8 if precision == "w4a8" else eq.PTQConfig.int8)(
         per_channel=not per_tensor, max_calibration_samples=samples
     )
-    norm = {"mean": floats(mean), "std": floats(std)}
+    norm: dict[str, Any] = {"mean": floats(mean), "std": floats(std), "batch_axes": batch_axes}
     calibration = load_for_model(fp32, calib, batch_size=100, limit=samples, **norm)
     labelled = load_for_model(fp32, data, batch_size=500, limit=limit, **norm)
     with progress_bars(not as_json) as progress:

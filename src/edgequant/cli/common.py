@@ -101,17 +101,45 @@ POSITIVE = FiniteFloat(0.0, inclusive=False)
 NON_NEGATIVE = FiniteFloat(0.0, inclusive=True)
 
 
-def load_for_model(model: Any, spec: str, *, batch_size: int, **kwargs: Any) -> Any:
-    """`eq.load_data` for `model`: when its batch axis is fixed (a model exported at batch 8
-    takes nothing else) every batch is a multiple of that size, and the samples beyond the last
-    multiple are left out."""
+def load_for_model(
+    model: Any,
+    spec: str,
+    *,
+    batch_size: int,
+    batch_axes: tuple[str, ...] = (),
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    limit: int | None = None,
+) -> Any:
+    """`eq.load_data` for `model`: each input read along its own batch axis (the model's
+    symbolic dimensions, `--batch-axis NAME=AXIS` overriding); when the batch axis is fixed (a
+    model exported at batch 8 takes nothing else) every batch is a multiple of that size, and the
+    samples beyond the last multiple are left out."""
     import edgequant as eq
+    from edgequant.batching import parse_batch_axes
 
-    fixed = model.fixed_batch
+    kwargs: dict[str, Any] = {"mean": mean, "std": std, "limit": limit}
+    overrides = parse_batch_axes(batch_axes)
+    axes = model.batch_axes(overrides)
+    fixed = model.fixed_batch_for(overrides)
     if fixed is None or fixed == 1:
-        return eq.load_data(spec, batch_size=batch_size, **kwargs)
+        return eq.load_data(spec, batch_size=batch_size, axes=axes, **kwargs)
     size = fixed * max(1, batch_size // fixed)  # runs as batch_size // fixed feeds of `fixed`
-    return eq.load_data(spec, batch_size=size, batch_multiple=fixed, **kwargs)
+    return eq.load_data(spec, batch_size=size, batch_multiple=fixed, axes=axes, **kwargs)
+
+
+def batch_axis_option(func: Any) -> Any:
+    """`--batch-axis NAME=AXIS` (repeatable), passed as `batch_axes`."""
+    return click.option(
+        "--batch-axis", "batch_axes", multiple=True, metavar="NAME=AXIS", help=BATCH_AXIS_HELP
+    )(func)
+
+
+BATCH_AXIS_HELP = (
+    "NAME=AXIS: the axis input NAME holds its samples on, where the model's dimensions do not "
+    "say (e.g. state=1 for a (layers, batch, hidden) state; 'none' for an input fed whole, "
+    "such as a sample rate). Repeatable."
+)
 
 
 def model_output(

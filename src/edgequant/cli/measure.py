@@ -6,7 +6,14 @@ from typing import Any
 
 import click
 
-from edgequant.cli.common import COUNT, emit, floats, load_for_model, progress_bars
+from edgequant.cli.common import (
+    COUNT,
+    batch_axis_option,
+    emit,
+    floats,
+    load_for_model,
+    progress_bars,
+)
 from edgequant.cli.group import cli
 
 
@@ -23,6 +30,7 @@ from edgequant.cli.group import cli
 @click.option("--layers", is_flag=True, help="Also report per-layer SQNR against --reference.")
 @click.option("--mean", help="Image folders: per-channel mean (after scaling to [0, 1]).")
 @click.option("--std", help="Image folders: per-channel std.")
+@batch_axis_option
 @click.option("--limit", type=COUNT, help="Use at most this many samples.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def eval_cmd(
@@ -32,6 +40,7 @@ def eval_cmd(
     layers: bool,
     mean: str | None,
     std: str | None,
+    batch_axes: tuple[str, ...],
     limit: int | None,
     as_json: bool,
 ) -> None:
@@ -52,7 +61,7 @@ def eval_cmd(
         raise click.UsageError("--layers needs --reference")
     m = eq.load(model)
     ref = eq.load(reference) if reference else None
-    norm = {"mean": floats(mean), "std": floats(std)}
+    norm: dict[str, Any] = {"mean": floats(mean), "std": floats(std), "batch_axes": batch_axes}
     dataset = load_for_model(m, data, batch_size=256, limit=limit, **norm)
     with progress_bars(not as_json) as progress:
         res = eq.evaluate(m, dataset, reference=ref, progress=progress)

@@ -11,6 +11,7 @@ import click
 from edgequant.choices import Calibrator, Method, Target
 from edgequant.cli.common import (
     COUNT,
+    batch_axis_option,
     emit,
     floats,
     load_for_model,
@@ -61,6 +62,7 @@ TARGETS = [t.value for t in Target]
     help="Image folders: per-channel mean to subtract after scaling to [0, 1], e.g. 0.485,0.456,0.406.",
 )
 @click.option("--std", help="Image folders: per-channel std to divide by, e.g. 0.229,0.224,0.225.")
+@batch_axis_option
 @click.option(
     "--samples",
     type=COUNT,
@@ -172,7 +174,10 @@ def quantize(**options: Any) -> None:
     fp32 = eq.load(o.model) if o.model is not None else None
     data = None
     if o.calib and fp32 is not None:
-        data = load_for_model(fp32, o.calib, batch_size=64, mean=floats(o.mean), std=floats(o.std))
+        data = load_for_model(
+            fp32, o.calib, batch_size=64, mean=floats(o.mean), std=floats(o.std),
+            batch_axes=o.batch_axes,
+        )  # fmt: skip
     elif o.calib:
         data = eq.load_data(o.calib, batch_size=64, mean=floats(o.mean), std=floats(o.std))
     if tflite:
@@ -219,6 +224,7 @@ class QuantizeOptions:
     calibrator: str
     mean: str | None
     std: str | None
+    batch_axes: tuple[str, ...]
     samples: int
     per_tensor: bool
     activations: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -13,6 +14,7 @@ from edgequant.cli.common import (
     COUNT,
     NON_NEGATIVE,
     POSITIVE,
+    batch_axis_option,
     emit,
     floats,
     load_for_model,
@@ -86,6 +88,7 @@ def parse_size(text: str) -> int:
 )  # fmt: skip
 @click.option("--mean", help="Image folders: per-channel mean (after scaling to [0, 1]).")
 @click.option("--std", help="Image folders: per-channel std.")
+@batch_axis_option
 @out_option("edgequant-tune")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def tune(
@@ -107,6 +110,7 @@ def tune(
     limit: int,
     mean: str | None,
     std: str | None,
+    batch_axes: tuple[str, ...],
     out: str,
     as_json: bool,
 ) -> None:
@@ -146,7 +150,7 @@ def tune(
         workers=workers,
     )
     fp32 = eq.load(model)
-    norm = {"mean": floats(mean), "std": floats(std)}
+    norm: dict[str, Any] = {"mean": floats(mean), "std": floats(std), "batch_axes": batch_axes}
     calibration = load_for_model(fp32, calib, batch_size=100, limit=samples, **norm)
     labelled = load_for_model(fp32, data, batch_size=500, limit=limit, **norm)
     with progress_bars(not as_json) as progress:

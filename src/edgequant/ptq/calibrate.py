@@ -15,13 +15,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from edgequant.data import as_batches
+from edgequant.batching import count, take
+from edgequant.data import as_batches, batch_axes_of
 from edgequant.errors import CalibrationWarning, DataError
 from edgequant.model import Model
 from edgequant.observers import ChannelMean, HistogramObserver
 from edgequant.progress import ProgressFn, silent
 from edgequant.runtime.session import (
     Optimization,
+    axes_of_specs,
     input_specs,
     make_feed,
     make_session,
@@ -107,7 +109,8 @@ def calibrate(
     wanted = list(dict.fromkeys([*tensors, *channel_means, *keep, *stats]))
     inner = [t for t in wanted if t not in graph_inputs]
     session = make_session(model.with_outputs(inner), optimization=Optimization.NONE)
-    specs = input_specs(session)
+    specs = input_specs(session, batch_axes_of(data))
+    axes = axes_of_specs(specs)
     out_names = [o.name for o in session.get_outputs()]
     observers = {t: HistogramObserver(num_bins, histogram) for t in tensors}
     means = {t: ChannelMean() for t in channel_means}
@@ -119,8 +122,8 @@ def calibrate(
     for batch in as_batches(data):
         feed = make_feed(batch, specs)
         _update_ranges(input_ranges, feed)
-        n = min(len(next(iter(feed.values()))), max_samples - samples)
-        feed = {k: v[:n] for k, v in feed.items()}
+        n = min(count(feed, axes), max_samples - samples)
+        feed = take(feed, axes, 0, n)
         for part in split_for_fixed_batch(feed, specs):
             values = dict(zip(out_names, run_session(session, out_names, part), strict=True))
             values.update(
@@ -134,7 +137,7 @@ def calibrate(
             if room > 0:
                 for name, parts in kept.items():
                     parts.append(np.array(values[name][:room], np.float32))
-                kept_samples += min(room, len(next(iter(part.values()))))
+                kept_samples += min(room, count(part, axes))
             for name, stat in [*means.items(), *stats.items()]:
                 if values[name].dtype == np.float32:
                     stat.update(values[name])

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from edgequant.batching import BatchAxes, count, infer_batch_axes, take
 from edgequant.errors import DataError, ModelError, user_error
 from edgequant.model import Model
 
@@ -39,6 +40,7 @@ class InputSpec:
     name: str
     shape: tuple[int | str | None, ...]
     dtype: type[np.generic]
+    batch_axis: int | None = 0  # where its samples lie; None: fed whole (a scalar, a constant)
 
 
 def make_session(
@@ -63,11 +65,21 @@ def make_session(
         raise ModelError(f"ONNX Runtime cannot load the model: {first}") from None
 
 
-def input_specs(session: Any) -> list[InputSpec]:
+def input_specs(session: Any, batch_axes: BatchAxes | None = None) -> list[InputSpec]:
+    """The session's inputs with their batch axes (read from the symbolic dimensions,
+    `batch_axes` overriding them; see `edgequant.batching`)."""
+    inputs = session.get_inputs()
+    names = {i.name for i in inputs}
+    overrides = {k: v for k, v in (batch_axes or {}).items() if k in names}
+    axes = infer_batch_axes({i.name: tuple(i.shape) for i in inputs}, overrides)
     return [
-        InputSpec(i.name, tuple(i.shape), _ORT_TYPES.get(i.type, np.float32))
-        for i in session.get_inputs()
+        InputSpec(i.name, tuple(i.shape), _ORT_TYPES.get(i.type, np.float32), axes[i.name])
+        for i in inputs
     ]
+
+
+def axes_of_specs(specs: list[InputSpec]) -> dict[str, int | None]:
+    return {s.name: s.batch_axis for s in specs}
 
 
 def make_feed(
@@ -102,7 +114,7 @@ def _check_array(arr: NDArray[Any], spec: InputSpec) -> NDArray[Any]:
     for i, (got, want) in enumerate(zip(arr.shape, spec.shape, strict=True)):
         if not isinstance(want, int) or want <= 0 or got == want:
             continue
-        if i == 0 and got > 0 and got % want == 0:
+        if i == spec.batch_axis and got > 0 and got % want == 0:
             continue  # a fixed batch axis: run_feed feeds it `want` samples at a time
         raise DataError(
             f"input {spec.name!r}: data has shape {arr.shape}, the model expects {_fmt(spec.shape)}"
@@ -122,13 +134,16 @@ def _check_array(arr: NDArray[Any], spec: InputSpec) -> NDArray[Any]:
 def split_for_fixed_batch(
     feed: dict[str, NDArray[Any]], specs: list[InputSpec]
 ) -> list[dict[str, NDArray[Any]]]:
-    """A model exported with a fixed batch size B gets a batch of k*B as k feeds of B."""
-    sizes = {s.shape[0] for s in specs if s.shape}
-    fixed = sizes.pop() if len(sizes) == 1 else None
-    n = len(next(iter(feed.values())))
+    """A model exported with a fixed batch size B gets a batch of k*B as k feeds of B (each
+    input split along its own batch axis)."""
+    sizes = {s.shape[s.batch_axis] for s in specs if s.batch_axis is not None}
+    numbers = {n for n in sizes if isinstance(n, int) and n > 0}  # an input fixed at B fixes all
+    fixed = numbers.pop() if len(numbers) == 1 else None
+    axes = axes_of_specs(specs)
+    n = count(feed, axes)
     if not isinstance(fixed, int) or fixed < 1 or n == fixed or n % fixed:
         return [feed]
-    return [{k: v[i : i + fixed] for k, v in feed.items()} for i in range(0, n, fixed)]
+    return [take(feed, axes, i, i + fixed) for i in range(0, n, fixed)]
 
 
 def _fmt(shape: tuple[int | str | None, ...]) -> str:

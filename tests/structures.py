@@ -1,0 +1,65 @@
+"""Models built to reproduce structures real models from other teams have (issue 14): a
+stateful voice-activity detector with LSTMs inside `If` branches, a scalar sample-rate input and
+a state shaped (layers x 2, batch, hidden). Exported by torch as users export theirs."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class _Branch(nn.Module):
+    def __init__(self, window: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(1, 16, window, stride=window // 2)
+        self.lstm = nn.LSTM(16, 32)
+        self.head = nn.Linear(32, 1)
+
+    def forward(
+        self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        f = torch.relu(self.conv(x.unsqueeze(1)))  # (B, 16, T)
+        y, (h2, c2) = self.lstm(f.permute(2, 0, 1), (h, c))
+        return torch.sigmoid(self.head(y[-1])), h2, c2
+
+
+class VoiceActivity(nn.Module):
+    """(chunk (B, samples), state (2, B, 32), sr scalar) -> (speech probability (B, 1), state):
+    one branch per sample rate, chosen by an `If` on the scalar input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.at16k = _Branch(32)
+        self.at8k = _Branch(16)
+
+    def forward(
+        self, x: torch.Tensor, state: torch.Tensor, sr: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        h, c = state[0:1], state[1:2]
+        if int(sr) == 16000:
+            p, h2, c2 = self.at16k(x, h, c)
+        else:
+            p, h2, c2 = self.at8k(x, h, c)
+        return p, torch.cat([h2, c2])
+
+
+def export_voice_activity(path: Path, *, symbolic_state: bool = True) -> Path:
+    """The scripted model as ONNX (opset 17, `If` with the LSTMs in its branches). With
+    `symbolic_state=False` the state is exported fixed at batch 1, as streaming models are."""
+    example = (torch.randn(1, 512), torch.zeros(2, 1, 32), torch.tensor(16000))
+    axes = {"input": {0: "batch", 1: "samples"}, "prob": {0: "batch"}}
+    if symbolic_state:
+        axes.update({"state": {1: "batch"}, "stateN": {1: "batch"}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript is deprecated; such models still ship
+        module = torch.jit.script(VoiceActivity().eval())
+        torch.onnx.export(
+            module, example, str(path), dynamo=False, opset_version=17,
+            input_names=["input", "state", "sr"], output_names=["prob", "stateN"],
+            dynamic_axes=axes,
+        )  # fmt: skip
+    return path

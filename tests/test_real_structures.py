@@ -1,0 +1,63 @@
+"""Models as other teams export them (issue 14), through the CLI as a user runs it: inputs whose
+batch axis is not 0, scalar inputs fed whole, states fixed at one stream."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from edgequant.zoo import fashion_mnist
+from tests.structures import export_voice_activity
+from tests.test_cli import edgequant as run_cli
+
+
+def _chunks(n: int) -> np.ndarray:
+    """Real signal for the chunks: Fashion-MNIST pixel rows, centred (an audio-like waveform
+    of 512 samples per chunk; fidelity on speech is the guard's test)."""
+    images = fashion_mnist.load("test").images[:n].reshape(n, -1)[:, :512]
+    return (images - images.mean()).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def vad(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("vad")
+    calib = folder / "calib.npz"
+    np.savez(
+        calib, input=_chunks(64), state=np.zeros((2, 64, 32), np.float32),
+        sr=np.array(16000, np.int64),
+    )  # fmt: skip
+    return folder, calib
+
+
+def test_state_batch_axis_and_scalar_input_read_from_the_model(vad) -> None:
+    """state (2, batch, 32) holds its samples on axis 1 (the symbolic dim says so), the scalar
+    sample rate is fed whole with every batch: the model calibrates and quantizes."""
+    folder, calib = vad
+    model = export_voice_activity(folder / "vad.onnx")
+    out = folder / "vad.int8.onnx"
+    proc = run_cli("quantize", str(model), "--calib", str(calib), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    assert run_cli("check", str(out)).returncode == 0  # our own output passes our own check
+
+
+def test_a_state_fixed_at_one_stream_needs_its_batch_axis(vad) -> None:
+    """Exported with the state fixed at (2, 1, 32): the model does not say where the state's
+    samples lie; the error says so and names the option, `--batch-axis state=1` runs it (one
+    stream at a time)."""
+    folder, calib = vad
+    model = export_voice_activity(folder / "vad1.onnx", symbolic_state=False)
+    out = folder / "vad1.int8.onnx"
+    proc = run_cli("quantize", str(model), "--calib", str(calib), "-o", str(out))
+    assert proc.returncode == 2 and "--batch-axis" in proc.stderr and "'state': 2" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
+    proc = run_cli(
+        "quantize", str(model), "--calib", str(calib), "--batch-axis", "state=1", "-o", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    for bad, message in [("state=3", "has 3 dimension(s)"), ("mel=0", "not an input"),
+                         ("state", "expects NAME=AXIS")]:  # fmt: skip
+        proc = run_cli("quantize", str(model), "--calib", str(calib), "--batch-axis", bad, "-o",
+                       str(folder / "x.onnx"))  # fmt: skip
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
