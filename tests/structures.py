@@ -33,6 +33,7 @@ class VoiceActivity(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
+        self.pre = nn.Linear(512, 512)  # outside the branches: dynamic and INT4 quantize it
         self.at16k = _Branch(32)
         self.at8k = _Branch(16)
 
@@ -40,6 +41,7 @@ class VoiceActivity(nn.Module):
         self, x: torch.Tensor, state: torch.Tensor, sr: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         h, c = state[0:1], state[1:2]
+        x = self.pre(x)
         if int(sr) == 16000:
             p, h2, c2 = self.at16k(x, h, c)
         else:

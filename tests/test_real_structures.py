@@ -42,6 +42,35 @@ def test_state_batch_axis_and_scalar_input_read_from_the_model(vad) -> None:
     assert run_cli("check", str(out)).returncode == 0  # our own output passes our own check
 
 
+@pytest.mark.parametrize("method", ["static", "dynamic", "int4", "fp16"])
+def test_every_method_keeps_a_control_flow_graph_valid(vad, method) -> None:
+    """Weights read only inside `If` branches survive every method, the graph stays in
+    topological order with the branches' outer reads counted (ONNX's full check, ONNX Runtime
+    and `edgequant check` accept it), and an integer model is never larger than FP32."""
+    from edgequant.runtime.session import make_session
+
+    folder, calib = vad
+    model = folder / "vad.onnx"
+    if not model.exists():
+        export_voice_activity(model)
+    out = folder / f"vad.{method}.onnx"
+    proc = run_cli(
+        "quantize", str(model), "--calib", str(calib), "--method", method, "-o", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto, full_check=True)
+    assert run_cli("check", str(out)).returncode == 0
+    feed = {"input": _chunks(4), "state": np.zeros((2, 4, 32), np.float32),
+            "sr": np.array(16000, np.int64)}  # fmt: skip
+    import edgequant as eq
+
+    prob = make_session(eq.Model(proto)).run(None, feed)[0]
+    assert prob.shape == (4, 1) and np.isfinite(prob).all()
+    if method != "fp16":
+        assert out.stat().st_size < model.stat().st_size
+
+
 def test_a_state_fixed_at_one_stream_needs_its_batch_axis(vad) -> None:
     """Exported with the state fixed at (2, 1, 32): the model does not say where the state's
     samples lie; the error says so and names the option, `--batch-axis state=1` runs it (one

@@ -12,7 +12,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgequant.exporter.plan import QuantPlan, TensorQuant
-from edgequant.graph.index import GraphIndex, NameSource, topological_sort
+from edgequant.graph.index import GraphIndex, NameSource, rename_reads, topological_sort
 from edgequant.primitives import bias_scale, quantize, quantize_bias
 from edgequant.spec import PerChannel, PerGroup
 
@@ -48,11 +48,12 @@ def export_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
         for name, tq in plan.activations.items()
     }
     for node in graph.node:
-        float_reader = node.name in plan.float_readers
+        # an integer constant keeps its float name: every reader, in subgraphs too, reads its DQ
+        rename_reads(node, renames)
+        if node.name in plan.float_readers:
+            continue
         for i, inp in enumerate(node.input):
-            if inp in renames:
-                node.input[i] = renames[inp]
-            elif inp in act_renames and not float_reader:
+            if inp in act_renames:
                 node.input[i] = act_renames[inp]
     _outputs_dequantized(graph, new_nodes, act_renames, names)
     used = {name for name in plan.weights} | set(int32_biases)

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgequant.exporter.half import half_model, to_fp16_layers
 from edgequant.exporter.plan import QuantPlan, TensorQuant
 from edgequant.exporter.qdq import export_qdq
-from edgequant.graph.index import GraphIndex, NameSource, topological_sort
+from edgequant.graph.index import GraphIndex, NameSource, all_reads, topological_sort
 from edgequant.primitives import quantize
 
 
@@ -114,7 +114,7 @@ def _write_embeddings(graph: onnx.GraphProto, tables: Mapping[str, TensorQuant])
 
 
 def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    used = all_reads(graph)
     kept = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)

@@ -30,7 +30,7 @@ class GraphIndex:
         for node in graph.node:
             for out in node.output:
                 producer[out] = node
-            for inp in node.input:
+            for inp in dict.fromkeys([*node.input, *subgraph_reads(node)]):
                 if inp:
                     consumers[inp].append(node)
         inits = {i.name: i for i in graph.initializer}
@@ -67,14 +67,63 @@ def attribute(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
     return default
 
 
+def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The bodies of a control-flow node (If branches, Loop and Scan bodies)."""
+    out: list[onnx.GraphProto] = []
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            out.append(attr.g)
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            out.extend(attr.graphs)
+    return out
+
+
+def subgraph_reads(node: onnx.NodeProto) -> list[str]:
+    """Outer-scope tensors the node's subgraphs read (ONNX lets a branch read any tensor of the
+    enclosing graph by name): they are inputs of the node as much as its listed ones."""
+    reads: list[str] = []
+    for graph in subgraphs(node):
+        local = {i.name for i in graph.input} | {i.name for i in graph.initializer}
+        for inner in graph.node:
+            for name in [*inner.input, *subgraph_reads(inner)]:
+                if name and name not in local:
+                    reads.append(name)
+            local.update(inner.output)
+    return list(dict.fromkeys(reads))
+
+
+def all_reads(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name the graph's nodes read, inside their subgraphs included, and its outputs."""
+    used = {o.name for o in graph.output}
+    for node in graph.node:
+        used.update(node.input)
+        used.update(subgraph_reads(node))
+    return used
+
+
+def rename_reads(node: onnx.NodeProto, renames: dict[str, str]) -> None:
+    """Point `node`'s inputs, and its subgraphs' reads of outer tensors, at new names."""
+    for i, name in enumerate(node.input):
+        if name in renames:
+            node.input[i] = renames[name]
+    for graph in subgraphs(node):
+        local = {i.name for i in graph.input} | {i.name for i in graph.initializer}
+        outer = {k: v for k, v in renames.items() if k not in local}
+        for inner in graph.node:
+            rename_reads(inner, {k: v for k, v in outer.items() if k not in local})
+            local.update(inner.output)
+
+
 def topological_sort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
     """Kahn's algorithm, always taking the earliest ready node: deterministic, and the identity
-    on graphs that are already sorted."""
+    on graphs that are already sorted. A control-flow node waits for the outer tensors its
+    subgraphs read, too."""
     produced_by = {out: i for i, n in enumerate(nodes) for out in n.output}
     waiting = [0] * len(nodes)
     users: dict[int, list[int]] = defaultdict(list)
     for i, node in enumerate(nodes):
-        deps = {produced_by[x] for x in node.input if x and x not in available and x in produced_by}
+        reads = [*node.input, *subgraph_reads(node)]
+        deps = {produced_by[x] for x in reads if x and x not in available and x in produced_by}
         waiting[i] = len(deps)
         for d in deps:
             users[d].append(i)

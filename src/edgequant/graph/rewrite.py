@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgequant.graph.index import GraphIndex, NameSource, attribute
+from edgequant.graph.index import GraphIndex, NameSource, all_reads, attribute
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def replace_nodes(
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(inits)
-    used = {i for n in graph.node for i in n.input}
+    used = all_reads(graph)
     kept = [i for i in graph.initializer if i.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)

@@ -25,7 +25,7 @@ from edgequant.exporter.planner import (
     shared_outputs,
 )
 from edgequant.exporter.write import write
-from edgequant.graph.index import GraphIndex
+from edgequant.graph.index import GraphIndex, all_reads
 from edgequant.graph.preprocess import upgrade_opset
 from edgequant.model import Model
 from edgequant.provenance import Provenance
@@ -180,7 +180,7 @@ def _constants_to_initializers(graph: onnx.GraphProto) -> None:
 
 
 def _drop_unused_constants(graph: onnx.GraphProto) -> None:
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    used = all_reads(graph)
     nodes = [n for n in graph.node if not (n.op_type == "Constant" and n.output[0] not in used)]
     del graph.node[:]
     graph.node.extend(nodes)
