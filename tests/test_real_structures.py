@@ -90,3 +90,33 @@ def test_a_state_fixed_at_one_stream_needs_its_batch_axis(vad) -> None:
         proc = run_cli("quantize", str(model), "--calib", str(calib), "--batch-axis", bad, "-o",
                        str(folder / "x.onnx"))  # fmt: skip
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_recurrent_layers_count_their_macs() -> None:
+    """An LSTM is compute, not 0 MACs: seq * batch * directions * 4H * (I + H) (a BiLSTM of a
+    text recogniser held 19% of its compute, which a support check must not call integer)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgequant.graph.macs import node_macs
+
+    seq, batch, inputs, hidden = 20, 1, 48, 64
+    w = np.zeros((2, 4 * hidden, inputs), np.float32)
+    r = np.zeros((2, 4 * hidden, hidden), np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node(
+                "LSTM",
+                ["x", "W", "R"],
+                ["y"],
+                name="bilstm",
+                hidden_size=hidden,
+                direction="bidirectional",
+            )
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [seq, batch, inputs])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(r, "R")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert node_macs(model) == {"bilstm": seq * batch * 2 * 4 * hidden * (inputs + hidden)}

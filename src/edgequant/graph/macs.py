@@ -14,14 +14,21 @@ from onnx import shape_inference
 from edgequant.graph.index import attribute
 
 _MAC_OPS = frozenset({"Conv", "ConvInteger", "Gemm", "MatMul", "MatMulInteger"})
+# gates per hidden unit: each step multiplies [x, h] by W and R for every gate
+_RECURRENT_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1, "DynamicQuantizeLSTM": 4}
 
 
 def node_macs(model: onnx.ModelProto) -> dict[str, int]:
     """Node name (its first output if unnamed) -> multiply-accumulates at batch 1 for
-    Conv/Gemm/MatMul and their integer forms (others are 0)."""
+    Conv/Gemm/MatMul and their integer forms, and LSTM/GRU/RNN (others are 0)."""
     shapes = tensor_shapes(model)
     out: dict[str, int] = {}
     for node in model.graph.node:
+        if node.op_type in _RECURRENT_GATES:
+            macs = _recurrent_macs(node, shapes)
+            if macs is not None:
+                out[_key(node)] = macs
+            continue
         if node.op_type not in _MAC_OPS or not node.output:
             continue
         y = shapes.get(node.output[0])
@@ -38,6 +45,19 @@ def node_macs(model: onnx.ModelProto) -> dict[str, int]:
             k = a[-1]  # (..., K) x (K, N)
         out[_key(node)] = int(math.prod(y) * k)
     return out
+
+
+def _recurrent_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> int | None:
+    """LSTM/GRU/RNN: every time step and direction multiplies the input by W (gates x H, I) and
+    the hidden state by R (gates x H, H): seq * batch * directions * gates * H * (I + H)."""
+    x = shapes.get(node.input[0])
+    w = shapes.get(node.input[1]) if len(node.input) > 1 else None
+    r = shapes.get(node.input[2]) if len(node.input) > 2 else None
+    if x is None or w is None or r is None or len(x) != 3 or len(w) != 3 or len(r) != 3:
+        return None
+    seq, batch = (x[1], x[0]) if attribute(node, "layout", 0) else (x[0], x[1])
+    directions, gates_h, inputs = w
+    return int(seq * batch * directions * gates_h * (inputs + r[2]))
 
 
 def weight_macs(model: onnx.ModelProto) -> dict[str, int]:
