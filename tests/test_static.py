@@ -160,6 +160,38 @@ def test_calibration_respects_the_sample_limit(fp32_model, fmnist) -> None:
     assert result.observers["input"].counts.sum() == int((train.images[:300] != 0).sum())
 
 
+def test_calibration_runs_within_a_memory_budget(fp32_model, fmnist, monkeypatch) -> None:
+    """A batch whose observed tensors exceed the budget runs in sub-batches (here one sample
+    each, after a one-sample measuring run); the min-max ranges are the same as in one run,
+    and within the budget the batch runs whole (its statistics unchanged)."""
+    from edgequant.graph.preprocess import optimize
+    from edgequant.ptq import calibrate as module
+
+    train, _ = fmnist
+    model = optimize(fp32_model)
+    tensors = [n.output[0] for n in model.proto.graph.node if n.op_type == "Conv"][:6]
+    data = eq.ArrayDataset(train.images[:96], None, batch_size=48)
+    runs: list[int] = []
+    real = module.run_session
+
+    def counted(session, outputs, feed):
+        runs.append(len(feed["input"]))
+        return real(session, outputs, feed)
+
+    monkeypatch.setattr(module, "run_session", counted)
+    whole = module.calibrate(model, tensors, data, num_bins=64, max_samples=96, histogram=False)
+    assert runs == [1, 48, 48]  # the measuring run, then each batch whole
+    runs.clear()
+    small = module.calibrate(model, tensors, data, num_bins=64, max_samples=96, histogram=False,
+                             memory_budget=1)  # fmt: skip
+    assert runs == [1] + [1] * 96 and small.samples == 96
+    for t in tensors:
+        assert (small.observers[t].min_val, small.observers[t].max_val) == (
+            whole.observers[t].min_val,
+            whole.observers[t].max_val,
+        )
+
+
 def test_models_with_a_fixed_batch_of_one(fp32_model, calibration, test_data, fp32_eval) -> None:
     """Many exported models fix the batch at 1: calibration and evaluation split batches for them,
     and the benchmark refuses to mislabel a batch it cannot run."""

@@ -8,7 +8,7 @@ histograms are kept, so peak memory does not grow with the number of samples.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,9 @@ from edgequant.runtime.session import (
 )
 
 DEGENERATE_SHARE = 0.5  # above this share of constant tensors, the data cannot be representative
+# bytes of observed tensors one run may return: a batch whose activations are larger runs in
+# sub-batches (a 480x640 text detector's 64-image batch needed 6.9 GB at once)
+MEMORY_BUDGET = 256 * 2**20
 
 
 def warn_if_degenerate(
@@ -77,6 +80,32 @@ def _update_ranges(
 
 
 @dataclass
+class _Budget:
+    """Samples per run so that the observed tensors stay within `limit` bytes, measured once
+    on one sample (a run whose outputs are discarded, so that the statistics do not depend on
+    the measurement). A model with a fixed batch size runs its parts whole."""
+
+    limit: int
+    fixed: bool
+    rows: int | None = None
+
+    def runs(
+        self, parts: list[dict[str, NDArray[Any]]], axes: Mapping[str, int | None]
+    ) -> Iterator[dict[str, NDArray[Any]]]:
+        for part in parts:
+            n = count(part, axes)
+            start = 0
+            while start < n:
+                size = n if self.fixed or self.rows is None else self.rows
+                yield take(part, axes, start, min(n, start + size))
+                start += size
+
+    def measure(self, values: list[NDArray[Any]]) -> None:
+        per_sample = sum(int(v.nbytes) for v in values)
+        self.rows = max(1, self.limit // max(per_sample, 1))
+
+
+@dataclass
 class CalibrationResult:
     observers: dict[str, HistogramObserver]
     non_float: set[str]  # observed tensors that are not float32
@@ -97,13 +126,16 @@ def calibrate(
     keep: tuple[str, ...] = (),
     keep_samples: int = 0,
     statistics: Mapping[str, Any] | None = None,
+    memory_budget: int = MEMORY_BUDGET,
     progress: ProgressFn = silent,
 ) -> CalibrationResult:
     """Run the model over `data` (batches), observe `tensors` and average `channel_means`
     per channel (axis 1, over every other axis) for bias correction, and keep the first
     `keep_samples` values of the tensors in `keep` (inputs AdaRound reconstructs from).
     `statistics` maps a tensor to a streaming statistic (anything with `update(array)`, e.g.
-    `observers.FeatureGram`) fed with every float32 batch of it."""
+    `observers.FeatureGram`) fed with every float32 batch of it. A batch runs in sub-batches
+    when its observed tensors would exceed `memory_budget` bytes (measured on its first sample):
+    memory is bounded by the budget, not by the batch size the data came in."""
     graph_inputs = set(model.input_names)
     stats = dict(statistics or {})
     wanted = list(dict.fromkeys([*tensors, *channel_means, *keep, *stats]))
@@ -119,12 +151,16 @@ def calibrate(
     non_float: set[str] = set()
     input_ranges: dict[str, tuple[float, float]] = {}
     samples = 0
+    fixed = any(isinstance(s.shape[s.batch_axis], int) for s in specs if s.batch_axis is not None)
+    budget = _Budget(memory_budget, fixed)
     for batch in as_batches(data):
         feed = make_feed(batch, specs)
         _update_ranges(input_ranges, feed)
         n = min(count(feed, axes), max_samples - samples)
         feed = take(feed, axes, 0, n)
-        for part in split_for_fixed_batch(feed, specs):
+        if budget.rows is None and not budget.fixed:
+            budget.measure(run_session(session, out_names, take(feed, axes, 0, 1)))
+        for part in budget.runs(split_for_fixed_batch(feed, specs), axes):
             values = dict(zip(out_names, run_session(session, out_names, part), strict=True))
             values.update(
                 {
