@@ -5,8 +5,10 @@ a state shaped (layers x 2, batch, hidden). Exported by torch as users export th
 from __future__ import annotations
 
 import warnings
+import wave
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -65,3 +67,50 @@ def export_voice_activity(path: Path, *, symbolic_state: bool = True) -> Path:
             dynamic_axes=axes,
         )  # fmt: skip
     return path
+
+
+SPEECH = Path("/usr/share/pocketsphinx/test/data")
+
+
+def speech_chunks(count: int, samples: int = 16000) -> np.ndarray:
+    """Real 16 kHz speech (pocketsphinx-testdata, Debian), 16-bit values as float32, in
+    one-second chunks with a hop of a quarter second: (count, samples)."""
+    clips = [np.fromfile(f, dtype="<i2") for f in sorted(SPEECH.rglob("*.raw"))]
+    for path in sorted(SPEECH.rglob("*.wav")):
+        with wave.open(str(path)) as w:
+            if w.getframerate() == 16000 and w.getsampwidth() == 2 and w.getnchannels() == 1:
+                clips.append(np.frombuffer(w.readframes(w.getnframes()), dtype="<i2"))
+    audio = np.concatenate(clips).astype(np.float32)
+    hop = samples // 4
+    starts = range(0, len(audio) - samples, hop)
+    return np.stack([audio[s : s + samples] for s in list(starts)[:count]])
+
+
+class KeywordFrontEnd(nn.Module):
+    """A keyword-spotting model with its front end inside: framing by a Conv1d of cosine
+    filters, power (y * y, up to ~1e12 on 16-bit audio), a mel-like filterbank, log, then a
+    small CNN head. Its power tensor cannot go on an 8-bit grid."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.frames = nn.Conv1d(1, 64, 400, stride=160, bias=False)
+        t = torch.arange(400, dtype=torch.float32)
+        freqs = torch.arange(1, 65, dtype=torch.float32)[:, None]
+        window = 0.5 - 0.5 * torch.cos(2 * torch.pi * t / 400)
+        self.frames.weight.data = (torch.cos(2 * torch.pi * freqs * t / 800) * window)[:, None, :]
+        self.mel = nn.Linear(64, 40, bias=False)
+        self.mel.weight.data = torch.rand(40, 64) * (torch.rand(40, 64) > 0.8)
+        self.head = nn.Sequential(
+            nn.Conv1d(40, 32, 3),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool1d(1),
+            nn.Flatten(),
+            nn.Linear(32, 12),
+        )
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        y = self.frames(audio.unsqueeze(1))  # (B, 64, T)
+        power = y * y
+        mel = self.mel(power.transpose(1, 2))  # (B, T, 40)
+        return self.head(torch.log(mel + 1e-6).transpose(1, 2))

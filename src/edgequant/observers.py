@@ -36,6 +36,15 @@ class HistogramObserver:
     max_val: float = float("-inf")
     bin_width: float = 0.0
     counts: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    log_abs_sum: float = 0.0  # sum of log|x| over the non-zero values: their typical magnitude
+    nonzero: int = 0  # says whether a grid over [min, max] can hold them (`typical_magnitude`)
+
+    @property
+    def typical_magnitude(self) -> float:
+        """Geometric mean of |x| over the non-zero values seen (0 when there were none): robust
+        to the few large values that set the range, so it shows when most values are far
+        below it (a spectrogram's powers span ten decades)."""
+        return float(np.exp(self.log_abs_sum / self.nonzero)) if self.nonzero else 0.0
 
     def update(self, x: NDArray[np.floating], name: str = "tensor") -> None:
         """Add a batch of values (any shape)."""
@@ -49,6 +58,9 @@ class HistogramObserver:
                 "(and the model's FP32 outputs) for non-finite values"
             )
         self.min_val, self.max_val = min(self.min_val, lo), max(self.max_val, hi)
+        nonzero = np.abs(flat[flat != 0.0])
+        self.log_abs_sum += float(np.log(nonzero, dtype=np.float64).sum())
+        self.nonzero += int(nonzero.size)
         if not self.histogram:
             return
         half = self.num_bins // 2
@@ -60,7 +72,7 @@ class HistogramObserver:
             self._double_width()
         # Exact zeros (half of every post-ReLU tensor) are representable on every grid and cost
         # nothing; kept out of the histogram they cannot dominate the KL/MSE searches.
-        nonzero = flat[flat != 0.0]
+        nonzero = flat[flat != 0.0]  # signed, for the histogram
         idx = (
             np.floor(nonzero / self.bin_width).astype(np.int64) + half
         )  # bin k covers [k w, (k+1) w)

@@ -30,7 +30,7 @@ from edgequant.graph.index import GraphIndex
 from edgequant.graph.preprocess import optimize, upgrade_opset
 from edgequant.graph.rules import RANGE_LIMIT, Role
 from edgequant.model import Model
-from edgequant.observers import clip_range
+from edgequant.observers import HistogramObserver, clip_range
 from edgequant.primitives import fake_quantize
 from edgequant.progress import ProgressFn, silent
 from edgequant.provenance import Provenance
@@ -148,13 +148,10 @@ def calibrate_static(
         if t not in result.non_float
     }
     bad = {t: "not a float32 tensor" for t in result.non_float}
-    bad.update(
-        {
-            t: f"calibrated range [{lo:.3g}, {hi:.3g}] is a sentinel value (e.g. an attention mask), not a signal"
-            for t, (lo, hi) in ranges.items()
-            if max(abs(lo), abs(hi)) > RANGE_LIMIT
-        }
-    )
+    for t, (lo, hi) in ranges.items():
+        reason = unrepresentable(result.observers[t], lo, hi, config.activation_spec)
+        if reason:
+            bad[t] = reason
     cal = Calibrated(
         model.name, fp32, config, ranges, bad, result.channel_means, result.samples, equalized,
         result.kept, smoothed=smoothed, coverage=coverage,
@@ -252,6 +249,23 @@ def quantize_calibrated(
         float_nodes={k: v for k, v in sel.float_nodes.items() if k not in set(plan.folded)},
     )
     return out
+
+
+def unrepresentable(obs: HistogramObserver, lo: float, hi: float, spec: QuantSpec) -> str:
+    """Why a tensor calibrated to [lo, hi] cannot go on `spec`'s integer grid ("" if it can):
+    the geometric mean of its non-zero magnitudes below a quarter step (most values would round
+    to zero: spectrogram powers, say), or a range beyond RANGE_LIMIT made by a few sentinel values (an
+    attention mask adds -3.4e38; quantizing it gives scales of 1e36, as ORT's quantizer does)."""
+    step = (hi - lo) / (spec.qmax - spec.qmin)
+    typical, top = obs.typical_magnitude, max(abs(lo), abs(hi))
+    if typical and typical < step / 4:
+        return (
+            f"values typically {typical:.3g} but up to {top:.3g}: on a {spec.qtype.bits}-bit "
+            "grid over that range most of them round to zero (powers of a spectrogram, say)"
+        )
+    if top > RANGE_LIMIT:
+        return f"calibrated range [{lo:.3g}, {hi:.3g}] holds sentinel values (an attention mask, say), not a signal"
+    return ""
 
 
 def select_for(
