@@ -366,3 +366,29 @@ def test_ptq_and_qat_plans_agree_folds_included(calibration) -> None:
     assert _plan_summary(qat_proto, qat_plan) == ptq_summary
     assert ptq_summary["folded"] == ["Clip", "Relu", "Relu", "Relu"]
     assert ptq_summary["biases"] == 4  # every layer's bias (the writer keeps Conv's float)
+
+
+def test_an_activation_that_cannot_fold_lends_its_quantizer_exactly(calibration, fmnist) -> None:
+    """Symmetric int8 activations: zero-point 0 is not qmin, so no Relu/Clip folds; each lends
+    its output's quantizer to its input, and the exported model still computes what torch's
+    fake-quant model does (quantize, clip, requantize on one grid = clip, then quantize)."""
+    from edgequant.qat.export import plan_qat
+
+    symmetric = QuantSpec(QType.INT8, Symmetry.SYMMETRIC, eq.PerTensor())
+    qat = eq.prepare_qat(
+        ClipBlocks(), eq.QATConfig.int8(activations=symmetric), calibration=calibration
+    )
+    proto, plan = plan_qat(qat, torch.zeros(1, 1, 28, 28))
+    assert plan.folded == []
+    acts = [n for n in proto.graph.node if n.op_type in ("Relu", "Clip")]
+    assert len(acts) == 4 and all(
+        plan.activations[n.input[0]] is plan.activations[n.output[0]] for n in acts
+    )
+    exported = eq.export(qat, torch.zeros(1, 1, 28, 28), "lent")
+    images = fmnist[1].images[:1000]
+    qat.eval()
+    with torch.no_grad():
+        ref = qat(torch.from_numpy(images)).numpy()
+    got = make_session(exported).run(None, {exported.input_names[0]: images})[0]
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.99
+    assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()

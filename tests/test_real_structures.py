@@ -42,6 +42,7 @@ def test_state_batch_axis_and_scalar_input_read_from_the_model(vad) -> None:
     assert run_cli("check", str(out)).returncode == 0  # our own output passes our own check
 
 
+@pytest.mark.slow  # four CLI runs end to end
 @pytest.mark.parametrize("method", ["static", "dynamic", "int4", "fp16"])
 def test_every_method_keeps_a_control_flow_graph_valid(vad, method) -> None:
     """Weights read only inside `If` branches survive every method, the graph stays in
@@ -122,6 +123,7 @@ def test_recurrent_layers_count_their_macs() -> None:
     assert node_macs(model) == {"bilstm": seq * batch * 2 * 4 * hidden * (inputs + hidden)}
 
 
+@pytest.mark.slow  # quantize and eval through the CLI on real speech
 def test_spectrogram_powers_stay_float_with_the_real_reason(tmp_path) -> None:
     """A keyword-spotting model with its front end inside, on real 16 kHz speech: the power
     tensor (values to ~1e12, typically ~1e6) cannot go on an 8-bit grid; the nodes around it

@@ -62,7 +62,7 @@ class Model:
         """Input name -> its batch axis, from the symbolic dimensions (`edgequant.batching`)."""
         return infer_batch_axes(self.input_shapes, overrides)
 
-    def fixed_batch_for(self, overrides: BatchAxes | None = None) -> int | None:
+    def fixed_batch(self, overrides: BatchAxes | None = None) -> int | None:
         """The batch size the inputs are fixed at (an input whose batch axis is a number B
         fixes the whole model at B, e.g. a recurrent state exported for one stream), or None
         when every batch axis is dynamic or the numbers disagree."""
@@ -72,11 +72,6 @@ class Model:
             if isinstance(size, int) and size > 0:
                 sizes.add(size)
         return sizes.pop() if len(sizes) == 1 else None
-
-    @property
-    def fixed_batch(self) -> int | None:
-        """`fixed_batch_for()` with the batch axes the model's dimensions give."""
-        return self.fixed_batch_for()
 
     def with_outputs(self, names: list[str]) -> Model:
         """A copy whose graph also outputs the tensors `names` (to observe intermediate values)."""

@@ -121,7 +121,7 @@ def load_for_model(
     kwargs: dict[str, Any] = {"mean": mean, "std": std, "limit": limit}
     overrides = parse_batch_axes(batch_axes)
     axes = model.batch_axes(overrides)
-    fixed = model.fixed_batch_for(overrides)
+    fixed = model.fixed_batch(overrides)
     if fixed is None or fixed == 1:
         return eq.load_data(spec, batch_size=batch_size, axes=axes, **kwargs)
     size = fixed * max(1, batch_size // fixed)  # runs as batch_size // fixed feeds of `fixed`

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 
 from edgequant.graph.index import GraphIndex, attribute
-from edgequant.graph.rules import FOLDABLE_ACTIVATIONS, OP_RULES, OpRule, Role
+from edgequant.graph.rules import FOLDABLE_ACTIVATIONS, OP_RULES, OpRule, Role, plain_gemm
 
 
 @dataclass
@@ -134,11 +134,7 @@ def _weight_reason(node: onnx.NodeProto, rule: OpRule, index: GraphIndex) -> str
         return "weight is computed at run time, not a constant"
     if index.array(weight).dtype != np.float32:
         return "weight is not float32"
-    if node.op_type == "Gemm" and (
-        attribute(node, "transA", 0)
-        or attribute(node, "alpha", 1.0) != 1.0
-        or attribute(node, "beta", 1.0) != 1.0
-    ):
+    if node.op_type == "Gemm" and not plain_gemm(node):
         return "Gemm with transA/alpha/beta has no fused integer kernel"
     if node.op_type == "MatMul" and index.array(weight).ndim != 2:
         return "MatMul with a batched (3-D+) weight has no per-channel integer kernel"

@@ -16,6 +16,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgequant.graph.index import GraphIndex, NameSource, all_reads, attribute
+from edgequant.graph.rules import plain_gemm
 
 
 @dataclass(frozen=True)
@@ -65,11 +66,7 @@ def _reason(node: onnx.NodeProto, index: GraphIndex, exclude: frozenset[str]) ->
     w = index.array(node.input[1])
     if w.dtype != np.float32 or w.ndim != 2:
         return "weight is not a 2-D float32 matrix"
-    if node.op_type == "Gemm" and (
-        attribute(node, "transA", 0)
-        or attribute(node, "alpha", 1.0) != 1.0
-        or attribute(node, "beta", 1.0) != 1.0
-    ):
+    if node.op_type == "Gemm" and not plain_gemm(node):
         return "Gemm with transA/alpha/beta"
     return None
 

@@ -17,6 +17,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+import onnx
+
+from edgequant.graph.index import attribute
+
 
 class Role(enum.Enum):
     WEIGHTED = "weighted"
@@ -50,6 +54,18 @@ OP_RULES: dict[str, OpRule] = {
     "Unsqueeze": OpRule(Role.SHARED_RANGE),
 }
 FOLDABLE_ACTIVATIONS = frozenset({"Relu", "Clip"})
+
+
+def plain_gemm(node: onnx.NodeProto) -> bool:
+    """A Gemm that is x @ W (+ b): no transA, alpha and beta 1. Only these fuse into ORT's
+    integer kernels or rewrite as MatMul; others stay float."""
+    return not (
+        attribute(node, "transA", 0)
+        or attribute(node, "alpha", 1.0) != 1.0
+        or attribute(node, "beta", 1.0) != 1.0
+    )
+
+
 # A calibrated range beyond this is a sentinel (attention masks add -3.4e38), not a signal:
 # quantizing it would give scales of 1e36 and destroy the model, as ORT's quantizer does.
 RANGE_LIMIT = 1e10
