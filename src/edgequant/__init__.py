@@ -84,6 +84,8 @@ _EXPORTS: dict[str, str] = {
     "convert_checked": "edgequant.workflows.quantize",
     "Provenance": "edgequant.provenance",
     "read_provenance": "edgequant.provenance",
+    "FidelityBrief": "edgequant.provenance",
+    "FidelityGuard": "edgequant.analysis.fidelity",
 }
 __all__ = sorted([*_EXPORTS, "__version__"])
 
@@ -102,6 +104,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from edgequant.analysis.autotune import TuneConfig, TuneResult, tune
+    from edgequant.analysis.fidelity import FidelityGuard
     from edgequant.analysis.sensitivity import LayerSensitivity, SensitivityReport, analyze
     from edgequant.analysis.support import (
         NodeSupport,
@@ -126,7 +129,7 @@ if TYPE_CHECKING:
     from edgequant.data import ArrayDataset, Dataset, load_data
     from edgequant.errors import EdgeQuantError
     from edgequant.model import Model, load
-    from edgequant.provenance import Provenance, read_provenance
+    from edgequant.provenance import FidelityBrief, Provenance, read_provenance
     from edgequant.ptq import quantize
     from edgequant.qat.config import QATConfig, RangeLearning
     from edgequant.qat.export import export

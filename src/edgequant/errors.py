@@ -59,12 +59,20 @@ class TaskError(EdgeQuantError):
     """The user's `--task` function failed, or its model does not run on its own data."""
 
 
+class FidelityError(EdgeQuantError):
+    """Under `--strict`, the quantized model stays below the fidelity guard's thresholds."""
+
+
 class EdgeQuantWarning(UserWarning):
     """Something the user should know, that does not stop the work (the CLI prints one line)."""
 
 
 class CalibrationWarning(EdgeQuantWarning):
     """The calibration data looks unrepresentative (e.g. constant), so ranges are degenerate."""
+
+
+class FidelityWarning(EdgeQuantWarning):
+    """The quantized model stays below the fidelity guard's thresholds (it was written)."""
 
 
 def user_error(exc: BaseException) -> EdgeQuantError | None:

@@ -56,6 +56,56 @@ class TrainingRun:
     processes: int
 
 
+@dataclass(frozen=True)
+class FidelityBrief:
+    """What the fidelity guard measured (`analysis.fidelity`): SQNR (dB, +-999 for identical
+    or broken outputs) and top-1 agreement of every output against FP32, before and after the
+    nodes it promoted (node -> precision), and whether the thresholds hold."""
+
+    samples: int
+    held_back: bool  # the samples were held back from calibration (else: its first ones)
+    min_sqnr_db: float
+    min_agreement: float
+    sqnr_db: dict[str, float]
+    sqnr_db_before: dict[str, float]
+    agreement: dict[str, float]
+    promoted: dict[str, str]
+    met: bool
+    stopped: str  # why the search ended before the thresholds held ("" when they hold)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line: every output's fidelity and where the samples came from."""
+        parts = []
+        for name, db in self.sqnr_db.items():
+            agree = self.agreement.get(name)
+            text = (
+                f"{name} {db:.1f} dB"
+                if abs(db) < 999
+                else f"{name} {'exact' if db > 0 else 'broken (NaN/Inf)'}"
+            )
+            parts.append(text + ("" if agree is None else f", top-1 agreement {agree:.1%}"))
+        where = "held back from calibration" if self.held_back else "the first calibration samples"
+        return f"{'; '.join(parts)} on {self.samples} samples ({where})"
+
+    def shortfall(self) -> str:
+        """What stays below the thresholds, and why the search stopped ("" when nothing)."""
+        low = [
+            name for name, db in self.sqnr_db.items()
+            if db < self.min_sqnr_db or self.agreement.get(name, 1.0) < self.min_agreement
+        ]  # fmt: skip
+        if not low:
+            return ""
+        promoted = f" after promoting {len(self.promoted)} node(s)" if self.promoted else ""
+        why = f" ({self.stopped})" if self.stopped else ""
+        return (
+            f"{', '.join(low)} below the fidelity thresholds ({self.min_sqnr_db:g} dB SQNR, "
+            f"{self.min_agreement:.0%} top-1 agreement){promoted}{why}"
+        )
+
+
 @dataclass
 class Provenance:
     """Everything a quantized (or reference) model's sidecar says about how it was made.
@@ -87,6 +137,7 @@ class Provenance:
     support_planned: SupportBrief | None = None  # on the runtime the user asked about
     tune: TuneTrial | None = None
     training: TrainingRun | None = None
+    fidelity: FidelityBrief | None = None
 
     def __post_init__(self) -> None:
         if not self.edgequant:
@@ -147,6 +198,7 @@ _RECORDS: dict[str, type] = {
     "support_planned": SupportBrief,
     "tune": TuneTrial,
     "training": TrainingRun,
+    "fidelity": FidelityBrief,
 }
 
 
@@ -193,7 +245,7 @@ def _record(cls: type, key: str, value: Any) -> Any:
 
 def _check_type(key: str, value: Any, hint: str) -> None:
     """A JSON value against its field's annotation (the annotations are strings here: str,
-    int, float, list[str], dict[str, str] and their `| None` forms)."""
+    int, float, bool, list[str], dict[str, str], dict[str, float] and their `| None` forms)."""
     if value is None and hint.endswith("| None"):
         return
     base = hint.removesuffix(" | None")
@@ -202,6 +254,12 @@ def _check_type(key: str, value: Any, hint: str) -> None:
     elif base in ("int", "float"):
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         ok = ok and (base == "float" or isinstance(value, int))
+    elif base == "bool":
+        ok = isinstance(value, bool)
+    elif base == "dict[str, float]":
+        ok = isinstance(value, dict) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
+        )
     elif base == "list[str]":
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
     elif base == "dict[str, str]":

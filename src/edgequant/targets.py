@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from edgequant.choices import Coverage, Target
+from edgequant.choices import Coverage, Precision, Target
 from edgequant.errors import ConfigError
 from edgequant.spec import PerChannel, PerTensor, QType, QuantSpec, Symmetry
 
@@ -40,6 +40,10 @@ class TargetPreset:
     integer_io: bool = False  # the model's own inputs and outputs are integer tensors
     per_tensor_weight_ops: frozenset[str] = frozenset()  # ops whose kernels take one scale
     format: str = "onnx"  # "onnx" (QDQ) or "tflite"
+    # what the fidelity guard promotes a layer that loses accuracy to: INT16 where the runtime
+    # has 16-bit activation kernels, else FP32 (on ORT's CPU a 16-bit Q/DQ pair runs as float
+    # between extra nodes: slower than float and no more accurate)
+    promote_to: Precision = Precision.FP32
     rules: tuple[str, ...] = ()
 
     @property
@@ -104,6 +108,7 @@ PRESETS: dict[Target, TargetPreset] = {
             coverage=Coverage.ALL,
             full_integer=True,
             per_tensor_weight_ops=frozenset({"MatMul"}),
+            promote_to=Precision.INT16,
             rules=(
                 "full integer: an NPU runs a graph partition only if every operator in it is "
                 "quantized; a float operator splits the graph and round-trips through the CPU",
@@ -121,6 +126,7 @@ PRESETS: dict[Target, TargetPreset] = {
             coverage=Coverage.ALL,
             full_integer=True,
             per_tensor_weight_ops=frozenset({"MatMul"}),
+            promote_to=Precision.FP32,
             rules=(
                 "as npu, with u16 activations (QNN's A16W8): 256x finer activation steps for "
                 "models that lose accuracy at u8, at twice the activation memory",

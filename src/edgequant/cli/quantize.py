@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from edgequant.analysis.fidelity import FidelityGuard
 from edgequant.choices import Calibrator, Method, Target
 from edgequant.cli.common import (
     COUNT,
@@ -44,7 +45,35 @@ TARGETS = [t.value for t in Target]
 @click.option(
     "--strict",
     is_flag=True,
-    help="Fail, writing nothing, if any node would run in float on the target.",
+    help="Fail, writing nothing, if any node would run in float on the target or the "
+    "fidelity guard's thresholds do not hold.",
+)
+@click.option(
+    "--min-sqnr",
+    type=float,
+    default=FidelityGuard.min_sqnr_db,
+    show_default=True,
+    metavar="DB",
+    help="Fidelity guard: every output's SQNR against FP32 (held-back samples) must reach this; "
+    "layers that lose it are promoted.",
+)
+@click.option(
+    "--min-agreement",
+    type=click.FloatRange(0, 1),
+    default=FidelityGuard.min_agreement,
+    show_default=True,
+    help="Fidelity guard: top-1 agreement with FP32 of every class-score output.",
+)
+@click.option(
+    "--guard-time",
+    type=click.FloatRange(min=0),
+    default=FidelityGuard.time_budget_s,
+    show_default=True,
+    metavar="SECONDS",
+    help="Fidelity guard: time to spend finding and promoting layers.",
+)
+@click.option(
+    "--no-guard", is_flag=True, help="Skip the fidelity guard (no measurement, no promotion)."
 )
 @click.option(
     "--task",
@@ -204,7 +233,7 @@ def quantize(**options: Any) -> None:
     with progress_bars(not o.as_json) as progress:
         result = eq.quantize_checked(
             source.model, config, calibration=data, strict=o.strict, source=source.label,
-            progress=progress,
+            guard=_guard(o), progress=progress,
         )  # fmt: skip
     result.model.save(out)
     _show_quantization(out, result, o.as_json)
@@ -218,6 +247,10 @@ class QuantizeOptions:
     output: str
     target: str | None
     strict: bool
+    min_sqnr: float
+    min_agreement: float
+    guard_time: float
+    no_guard: bool
     task_entry: str | None
     method: str
     calib: str | None
@@ -242,6 +275,14 @@ class QuantizeOptions:
     as_json: bool
 
 
+def _guard(o: QuantizeOptions) -> FidelityGuard | None:
+    if o.no_guard:
+        return None
+    return FidelityGuard(
+        min_sqnr_db=o.min_sqnr, min_agreement=o.min_agreement, time_budget_s=o.guard_time
+    )
+
+
 def _show_quantization(out: Path, result: Any, as_json: bool) -> None:
     q, planned, support = result.model, result.planned, result.support
     summary = {"output": str(out), **result.summary()}
@@ -252,6 +293,16 @@ def _show_quantization(out: Path, result: Any, as_json: bool) -> None:
         if planned is not None:
             click.echo(f"before: {planned.summary()}")
         click.echo(f"after:  {support.summary()}")
+        fidelity = q.provenance.fidelity
+        if fidelity is not None:
+            click.echo(f"fidelity: {fidelity.summary()}")
+            if fidelity.promoted:
+                names = ", ".join(f"{k} ({v})" for k, v in list(fidelity.promoted.items())[:10])
+                before = min(fidelity.sqnr_db_before.values())
+                click.echo(
+                    f"the guard promoted {len(fidelity.promoted)} layer(s) that lost fidelity "
+                    f"(worst output {before:.1f} dB before): {names}"
+                )
         floats = summary["float_nodes"] or {}
         if floats:
             click.echo(f"{len(floats)} node(s) stay in float:")

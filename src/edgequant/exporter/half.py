@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgequant.graph.index import topological_sort
+from edgequant.graph.index import all_reads, rename_reads, topological_sort
 
 FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
 
@@ -31,8 +31,42 @@ def half_model(proto: onnx.ModelProto, keep_float: tuple[str, ...]) -> onnx.Mode
             disable_shape_infer=False,
         )
     assert isinstance(out, onnx.ModelProto)
+    drop_round_trips(out.graph)
     sort_nodes(out)  # the converter appends its input Casts after the nodes that read them
     return out
+
+
+def drop_round_trips(graph: onnx.GraphProto) -> None:
+    """Remove float32 -> float16 -> float32 Cast pairs between two float32 nodes.
+
+    ORT's converter casts around every node on its block list, even between two blocked nodes:
+    a tensor kept float32 because float16 cannot hold it (a spectrogram's powers, ~1e12) went
+    through float16 anyway and became Inf. Readers of the float32 copy read the original."""
+    nodes = list(graph.node)
+
+    def cast_to(node: onnx.NodeProto) -> int | None:
+        if node.op_type != "Cast":
+            return None
+        return int(next(helper.get_attribute_value(a) for a in node.attribute if a.name == "to"))
+
+    halves = {n.output[0]: n.input[0] for n in nodes if cast_to(n) == FLOAT16}
+    outputs = {o.name for o in graph.output}
+    renames = {
+        n.output[0]: halves[n.input[0]]
+        for n in nodes
+        if cast_to(n) == FLOAT and n.input[0] in halves and n.output[0] not in outputs
+    }
+    if not renames:
+        return
+    kept = [n for n in nodes if not (cast_to(n) == FLOAT and n.output[0] in renames)]
+    for node in kept:
+        rename_reads(node, renames)
+    del graph.node[:]
+    graph.node.extend(kept)
+    read = all_reads(graph)
+    kept = [n for n in kept if not (cast_to(n) == FLOAT16 and n.output[0] not in read)]
+    del graph.node[:]
+    graph.node.extend(kept)
 
 
 def to_fp16_layers(proto: onnx.ModelProto, layers: list[str]) -> onnx.ModelProto:

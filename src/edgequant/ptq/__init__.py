@@ -10,6 +10,7 @@ from typing import Any
 
 import onnx
 
+from edgequant.analysis.fidelity import FidelityGuard
 from edgequant.config import Method, PTQConfig
 from edgequant.errors import ConfigError
 from edgequant.model import Model, load
@@ -21,9 +22,12 @@ def quantize_onnx(
     config: PTQConfig,
     *,
     calibration: Iterable[Any] | None = None,
+    guard: FidelityGuard | None = None,
     progress: ProgressFn = silent,
 ) -> Model:
-    """Dispatch on `config.method`; only static quantization needs calibration data."""
+    """Dispatch on `config.method`; only static quantization needs calibration data. With a
+    `guard`, static PTQ promotes the layers that lose fidelity, the other methods are measured
+    (on `calibration`, when given)."""
     if config.method is Method.STATIC:
         if calibration is None:
             raise ConfigError(
@@ -31,7 +35,22 @@ def quantize_onnx(
             )
         from edgequant.ptq.static import quantize_static
 
+        if guard is not None:
+            from edgequant.ptq.guarded import quantize_static_guarded
+
+            return quantize_static_guarded(model, config, calibration, guard, progress)
         return quantize_static(model, config, calibration, progress)
+    q = _quantize_other(model, config, calibration, progress)
+    if guard is None:
+        return q
+    from edgequant.ptq.guarded import measure_only
+
+    return measure_only(model, q, calibration, guard)
+
+
+def _quantize_other(
+    model: Model, config: PTQConfig, calibration: Iterable[Any] | None, progress: ProgressFn
+) -> Model:
     if config.method is Method.DYNAMIC:
         from edgequant.ptq.dynamic import quantize_dynamic
 
@@ -39,7 +58,7 @@ def quantize_onnx(
     if config.method is Method.FP16:
         from edgequant.ptq.fp16 import convert_fp16
 
-        return convert_fp16(model, config)
+        return convert_fp16(model, config, calibration)
     from edgequant.ptq.int4 import quantize_int4
 
     return quantize_int4(model, config, calibration, progress)
@@ -51,6 +70,7 @@ def quantize(
     *,
     calibration: Iterable[Any] | None = None,
     example_input: Any = None,
+    guard: FidelityGuard | None = FidelityGuard(),  # noqa: B008 (frozen, shared safely)
     progress: ProgressFn = silent,
 ) -> Model:
     """Quantize a model as `config` says; static INT8 by default.
@@ -59,6 +79,11 @@ def quantize(
     first exported to FP32 ONNX with `example_input` (one batch, e.g. torch.zeros(1, 3, 224, 224)),
     so PTQ and QAT start from the same module. Returns a new in-memory `Model`; call
     `.save(path)` to write it with its `.quant.json`.
+
+    `guard` (on by default) measures every output against FP32 on samples held back from
+    `calibration` and, for static PTQ, promotes the layers that lose fidelity until its
+    thresholds hold (`edgequant.analysis.fidelity`); a `FidelityWarning` says when they do not.
+    `guard=None` turns it off.
     """
     from edgequant.exporter.precision import check_names
 
@@ -66,7 +91,7 @@ def quantize(
     config = config or PTQConfig.int8()
     if config.method is not Method.STATIC:  # static checks names on its cleaned-up graph
         check_names({}, source.proto.graph, config.exclude_nodes)
-    out = quantize_onnx(source, config, calibration=calibration, progress=progress)
+    out = quantize_onnx(source, config, calibration=calibration, guard=guard, progress=progress)
     assert out.provenance is not None  # every method records how it made the model
     out.provenance.source_sha256 = hashlib.sha256(source.serialize()).hexdigest()
     return out

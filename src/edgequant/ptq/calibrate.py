@@ -112,6 +112,11 @@ class CalibrationResult:
     samples: int
     channel_means: dict[str, NDArray[np.float64]] = field(default_factory=dict)
     kept: dict[str, NDArray[np.float32]] = field(default_factory=dict)  # first samples of `keep`
+    # model inputs of the samples the fidelity guard measures on (`hold_back`), and whether they
+    # came after the calibrated samples (True) or are the first calibrated ones (False)
+    held: list[dict[str, NDArray[Any]]] = field(default_factory=list)
+    held_back: bool = False
+    axes: dict[str, int | None] = field(default_factory=dict)  # each input's batch axis
 
 
 def calibrate(
@@ -127,6 +132,7 @@ def calibrate(
     keep_samples: int = 0,
     statistics: Mapping[str, Any] | None = None,
     memory_budget: int = MEMORY_BUDGET,
+    hold_back: int = 0,
     progress: ProgressFn = silent,
 ) -> CalibrationResult:
     """Run the model over `data` (batches), observe `tensors` and average `channel_means`
@@ -135,7 +141,11 @@ def calibrate(
     `statistics` maps a tensor to a streaming statistic (anything with `update(array)`, e.g.
     `observers.FeatureGram`) fed with every float32 batch of it. A batch runs in sub-batches
     when its observed tensors would exceed `memory_budget` bytes (measured on its first sample):
-    memory is bounded by the budget, not by the batch size the data came in."""
+    memory is bounded by the budget, not by the batch size the data came in.
+
+    `hold_back`: the model inputs of that many samples are returned for the fidelity guard:
+    the samples that follow the first `max_samples` when the data has them (held back from
+    calibration), else the first calibrated ones; their inputs are kept within `memory_budget`."""
     graph_inputs = set(model.input_names)
     stats = dict(statistics or {})
     wanted = list(dict.fromkeys([*tensors, *channel_means, *keep, *stats]))
@@ -153,10 +163,17 @@ def calibrate(
     samples = 0
     fixed = any(isinstance(s.shape[s.batch_axis], int) for s in specs if s.batch_axis is not None)
     budget = _Budget(memory_budget, fixed)
-    for batch in as_batches(data):
+    sizes = [s.shape[s.batch_axis] for s in specs if s.batch_axis is not None]
+    unit = next((n for n in sizes if isinstance(n, int) and n > 0), 1)  # a fixed batch size
+    stash = _Stash(hold_back, memory_budget, axes, unit)
+    batches = as_batches(data)
+    for batch in batches:
         feed = make_feed(batch, specs)
+        stash.first(feed)
         _update_ranges(input_ranges, feed)
         n = min(count(feed, axes), max_samples - samples)
+        if n < count(feed, axes):
+            stash.after(take(feed, axes, n, count(feed, axes)))
         feed = take(feed, axes, 0, n)
         if budget.rows is None and not budget.fixed:
             budget.measure(run_session(session, out_names, take(feed, axes, 0, 1)))
@@ -195,10 +212,65 @@ def calibrate(
             "the calibration data is empty: give at least one batch (a few hundred samples is typical)"
         )
     warn_if_degenerate(observers, non_float, input_ranges)
+    if samples >= max_samples:  # the samples after the calibrated ones, up to `hold_back`
+        for batch in batches:
+            if not stash.after(make_feed(batch, specs)):
+                break
+    held, held_back = stash.result()
     return CalibrationResult(
         observers,
         non_float,
         samples,
         {t: m.mean() for t, m in means.items() if m.count},
         {t: np.concatenate(p) for t, p in kept.items() if p},
+        held,
+        held_back,
+        dict(axes),
     )
+
+
+@dataclass
+class _Stash:
+    """Model inputs of up to `limit` samples for the fidelity guard: the first calibrated ones
+    and those after the calibrated ones (preferred: held back), within `budget` bytes each;
+    whole batches of `unit` samples for a model with a fixed batch size."""
+
+    limit: int
+    budget: int
+    axes: Mapping[str, int | None]
+    unit: int = 1
+    firsts: list[dict[str, NDArray[Any]]] = field(default_factory=list)
+    afters: list[dict[str, NDArray[Any]]] = field(default_factory=list)
+
+    def first(self, feed: dict[str, NDArray[Any]]) -> None:
+        self._add(self.firsts, feed)
+
+    def after(self, feed: dict[str, NDArray[Any]]) -> bool:
+        """Keep `feed`'s samples; False once no more are wanted."""
+        return self._add(self.afters, feed)
+
+    def result(self) -> tuple[list[dict[str, NDArray[Any]]], bool]:
+        if self.afters and self._count(self.afters) * 2 >= self._room(self.afters):
+            return self.afters, True
+        return self.firsts, False
+
+    def _add(self, parts: list[dict[str, NDArray[Any]]], feed: dict[str, NDArray[Any]]) -> bool:
+        room = self._room(parts or [feed]) - self._count(parts)
+        if room <= 0:
+            return False
+        n = min(room, count(feed, self.axes)) // self.unit * self.unit
+        if n == 0:
+            return room > 0
+        parts.append({k: np.array(v) for k, v in take(feed, self.axes, 0, n).items()})
+        return True
+
+    def _room(self, parts: list[dict[str, NDArray[Any]]]) -> int:
+        """`limit` samples, fewer when one sample's inputs are large."""
+        if not parts or self.limit == 0:
+            return self.limit
+        one = take(parts[0], self.axes, 0, 1)
+        per_sample = sum(int(np.asarray(v).nbytes) for v in one.values())
+        return max(self.unit, min(self.limit, self.budget // max(per_sample, 1)))
+
+    def _count(self, parts: list[dict[str, NDArray[Any]]]) -> int:
+        return sum(count(p, self.axes) for p in parts)

@@ -69,6 +69,9 @@ class Calibrated:
     rounded: dict[tuple[str, QuantSpec], tuple[np.ndarray, TensorQuant] | None] = field(
         default_factory=dict
     )
+    held: list[dict[str, np.ndarray]] = field(default_factory=list)  # the guard's model inputs
+    held_back: bool = False  # True: `held` came after the calibrated samples
+    axes: dict[str, int | None] = field(default_factory=dict)  # batch axis of each input
 
     def weighted_nodes(self) -> list[onnx.NodeProto]:
         """The quantized nodes with a constant weight (Conv, Gemm, MatMul), in graph order."""
@@ -104,9 +107,14 @@ class Calibrated:
 
 
 def calibrate_static(
-    model: Model, config: PTQConfig, calibration: Iterable[Any], progress: ProgressFn = silent
+    model: Model,
+    config: PTQConfig,
+    calibration: Iterable[Any],
+    progress: ProgressFn = silent,
+    hold_back: int = 0,
 ) -> Calibrated:
-    """Clean up (and equalise) the graph, then one calibration pass for every tensor involved."""
+    """Clean up (and equalise) the graph, then one calibration pass for every tensor involved;
+    `hold_back` samples' inputs kept for the fidelity guard (`ptq.calibrate.calibrate`)."""
     if config.smoothing is Smoothing.SMOOTHQUANT and iter(calibration) is calibration:
         raise ConfigError(
             "SmoothQuant reads the calibration data twice (scales, then ranges): give a list, "
@@ -140,6 +148,7 @@ def calibrate_static(
         channel_means=tuple(n.input[0] for n in sel.nodes if correct and correctable(n, index)),
         keep=tuple(n.input[0] for n in sel.nodes if ada and correctable(n, index)),
         keep_samples=config.rounding_samples if ada else 0,
+        hold_back=hold_back,
         progress=progress,
     )
     ranges = {
@@ -154,7 +163,8 @@ def calibrate_static(
             bad[t] = reason
     cal = Calibrated(
         model.name, fp32, config, ranges, bad, result.channel_means, result.samples, equalized,
-        result.kept, smoothed=smoothed, coverage=coverage,
+        result.kept, smoothed=smoothed, coverage=coverage, held=result.held,
+        held_back=result.held_back, axes=result.axes,
     )  # fmt: skip
     if ada:  # round every layer at its configured precision now, with progress shown
         index = GraphIndex.of(fp32.proto.graph)

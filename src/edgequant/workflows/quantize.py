@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from edgequant.analysis.fidelity import FidelityGuard
 from edgequant.analysis.support import SupportReport, check_support, require_integer
 from edgequant.config import Method, PTQConfig
 from edgequant.model import Model
@@ -38,6 +39,7 @@ class CheckedQuantization:
             "float_nodes": prov.float_nodes,
             "support": self.support.brief().to_dict(),
             "support_planned": None if self.planned is None else self.planned.brief().to_dict(),
+            "fidelity": None if prov.fidelity is None else prov.fidelity.to_dict(),
         }
 
 
@@ -48,23 +50,34 @@ def quantize_checked(
     calibration: Iterable[Any] | None = None,
     strict: bool = False,
     source: str | None = None,
+    guard: FidelityGuard | None = FidelityGuard(),  # noqa: B008 (frozen, shared safely)
     progress: ProgressFn = silent,
 ) -> CheckedQuantization:
     """Quantize `model` as `config` says, checking operator support on the config's target
     before (static: what will run in integer, asked of ONNX Runtime where it runs here) and
-    after. `strict` raises `UnsupportedOperatorError` as soon as a node would stay float,
-    before any calibration when the plan already shows it. `source` (e.g. the model's path)
-    is recorded in the provenance."""
+    after, under the fidelity `guard` (`edgequant.analysis.fidelity`). `strict` raises
+    `UnsupportedOperatorError` as soon as a node would stay float, before any calibration when
+    the plan already shows it, and `FidelityError` when the guard's thresholds do not hold.
+    `source` (e.g. the model's path) is recorded in the provenance."""
+    import warnings
+
+    from edgequant.errors import FidelityError, FidelityWarning
     from edgequant.ptq import quantize
+    from edgequant.ptq.guarded import fidelity_advice
 
     planned = check_support(model, config) if config.method is Method.STATIC else None
     if strict and planned is not None:
         require_integer(planned)  # before any work
-    q = quantize(model, config, calibration=calibration, progress=progress)
+    with warnings.catch_warnings():
+        if strict:  # an error below says it instead
+            warnings.simplefilter("ignore", FidelityWarning)
+        q = quantize(model, config, calibration=calibration, guard=guard, progress=progress)
+    assert q.provenance is not None
+    if strict and q.provenance.fidelity is not None and not q.provenance.fidelity.met:
+        raise FidelityError(fidelity_advice(q.provenance.fidelity) + "; nothing was written")
     support = check_support(q, config)
     if strict:
         require_integer(support)
-    assert q.provenance is not None
     if source is not None:
         q.provenance.source_model = source
     q.provenance.support = support.brief()
