@@ -12,6 +12,7 @@ HERE = Path(__file__).resolve().parent
 for script in (
     "bench_demo.py",
     "bench_vs_ort.py",
+    "bench_real_models.py",
     "bench_algorithms.py",
     "bench_tune.py",
     "bench_qat.py",

@@ -45,6 +45,31 @@ def test_measures_are_the_textbook_ones() -> None:
     assert _compare("state", [ref[:, :1]], [ref[:, :1]]).agreement is None  # not class scores
     labels = np.arange(8)
     assert _compare("ids", [np.r_[labels[:6], 0, 0]], [labels]).agreement == 0.75
+    assert _compare("embedding", [ref + noise], [ref], scores=False).agreement is None
+
+
+def test_class_scores_are_told_from_embeddings() -> None:
+    """Top-1 agreement is measured on a classifier head's output (Gemm, through a Flatten),
+    never on an L2-normalised embedding (a Div), whose argmax means nothing."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgequant.analysis.fidelity import scores_output
+
+    w = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gemm", ["x", "w"], ["h"], name="fc"),
+            helper.make_node("Flatten", ["h"], ["logits"], name="flat"),
+            helper.make_node("ReduceL2", ["h"], ["norm"], name="l2", keepdims=1),
+            helper.make_node("Div", ["h", "norm"], ["y"], name="div"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["n", 3]) for o in ("logits", "y")],
+        [w],
+    )
+    model = eq.Model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert scores_output(model, "logits") and not scores_output(model, "y")  # y: the embedding
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +203,30 @@ def _elem_type(model: eq.Model, node_name: str) -> int:
     inferred = onnx.shape_inference.infer_shapes(model.proto)
     out = next(n.output[0] for n in inferred.graph.node if n.name == node_name)
     return next(v.type.tensor_type.elem_type for v in inferred.graph.value_info if v.name == out)
+
+
+def test_a_model_too_small_for_int8_is_said_to_be_slower(tmp_path) -> None:
+    """A logistic regression on sklearn's 8x8 digits (64 -> 10, trained here): its INT8 model
+    spends more time in quantize/dequantize steps than in the product, so it runs slower than
+    FP32 on ONNX Runtime's CPU; `quantize` says so, and the JSON summary holds the ratio."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    from edgequant.torch_onnx import to_onnx
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    torch.manual_seed(0)
+    net = torch.nn.Linear(64, 10)
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    for _ in range(100):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+        opt.step()
+    model = to_onnx(net, torch.zeros(1, 64), "digits").save(tmp_path / "digits.onnx")
+    np.savez(tmp_path / "calib.npz", x=x[:500])
+    proc = run_cli("quantize", str(model), "--calib", str(tmp_path / "calib.npz"), "--json",
+                   "-o", str(tmp_path / "q.onnx"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    ratio = json.loads(proc.stdout)["latency_ratio"]
+    assert ratio > 1.05 and "the FP32 latency here" in proc.stderr, (ratio, proc.stderr)

@@ -392,3 +392,57 @@ def test_an_activation_that_cannot_fold_lends_its_quantizer_exactly(calibration,
     got = make_session(exported).run(None, {exported.input_names[0]: images})[0]
     assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.99
     assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
+
+
+class SamePaddingNet(nn.Module):
+    """An EfficientNet-style CNN whose convs are the `nn.Conv2d` subclass of a real package
+    (efficientnet-lite-pytorch's TensorFlow "same" padding: it pads in its own forward)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding as Same
+
+        torch.manual_seed(0)
+        self.stem = Same(1, 16, 3, stride=2, image_size=28, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.dw = Same(16, 16, 3, stride=1, image_size=14, groups=16, bias=False)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.pw = Same(16, 32, 1, image_size=14)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.relu6(self.bn1(self.stem(x)))
+        x = nn.functional.relu6(self.bn2(self.dw(x)))
+        x = nn.functional.relu6(self.pw(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def test_conv_subclasses_are_quantized_and_exported_faithfully(calibration, fmnist) -> None:
+    """Issue 14: `prepare_qat` used to trace through `nn.Conv2d` subclasses and skip them all
+    (then export failed). Each becomes a QuantConv that keeps the subclass's own padding: right
+    after the warm start the export agrees with the float model as PTQ does (>= 98%; measured
+    98.6% for both, on a small net trained here to 54% top-1), and after fine-tuning with
+    torch's fake quantization on 99.5% of 5,000 test images."""
+    from edgequant.qat.modules import QuantConv
+
+    train, test = fmnist
+    net = SamePaddingNet()
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    x, y = torch.from_numpy(train.images[:6400]), torch.from_numpy(train.labels[:6400])
+    for i in [*range(0, 6400, 64)] * 3:  # three epochs over 6,400 real images
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x[i : i + 64]), y[i : i + 64]).backward()
+        opt.step()
+    images = test.images[:DIFFERENTIAL]
+    fp32 = torch_logits(net, images)
+    model = eq.prepare_qat(net, eq.QATConfig.int8(), calibration=calibration)
+    assert sum(isinstance(m, QuantConv) for m in model.modules()) == 3
+    assert eq.qat_state(model).float_layers == {}
+    warm = eq.export(model, torch.zeros(1, 1, 28, 28), "same")
+    assert "Pad" in {n.op_type for n in warm.proto.graph.node}  # the subclass's padding
+    assert (onnx_logits(warm, images).argmax(1) == fp32.argmax(1)).mean() >= 0.98
+    eq.finetune(model, eq.ArrayDataset(train.images[:640], train.labels[:640], 64), lr=1e-4,
+                max_steps=5)  # fmt: skip
+    exported = eq.export(model, torch.zeros(1, 1, 28, 28), "same")
+    ref, got = torch_logits(model, images), onnx_logits(exported, images)
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.995

@@ -39,6 +39,47 @@ def make():
 
 def not_a_task():
     return 42
+
+
+class ThreeHeads(torch.nn.Module):  # three outputs, as a face-landmark net has
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+        self.point = torch.nn.Linear(10, 2)
+        self.mass = torch.nn.Linear(10, 1)
+
+    def forward(self, x):
+        z = self.net(x)
+        return z, self.point(z), self.mass(z)
+
+
+def _three_heads():
+    net, train, _ = make()
+    x, y = train.dataset.tensors
+    ink = (x * 0.3081 + 0.1307).clamp(min=0)[:, 0]  # pixels in [0, 1]
+    grid = torch.arange(28, dtype=torch.float32) / 28
+    total = ink.sum((1, 2)) + 1e-6
+    point = torch.stack([(ink.sum(2) * grid).sum(1) / total, (ink.sum(1) * grid).sum(1) / total], 1)
+    targets = torch.cat([y[:, None].float(), point, ink.mean((1, 2))[:, None]], 1)
+    return ThreeHeads(net), DataLoader(TensorDataset(x, targets), batch_size=64, shuffle=True)
+
+
+def three_heads():
+    import edgequant as eq
+
+    def loss(outputs, t):
+        logits, point, mass = outputs
+        return (torch.nn.functional.cross_entropy(logits, t[:, 0].long())
+                + torch.nn.functional.mse_loss(point, t[:, 1:3])
+                + torch.nn.functional.mse_loss(mass, t[:, 3:]))
+
+    model, train = _three_heads()
+    return eq.TrainingTask(model, train, loss=loss)
+
+
+def three_heads_without_loss():
+    return _three_heads()
 """
 
 
@@ -69,6 +110,22 @@ def test_qat_on_a_user_model_from_an_entry_point(task_dir: Path) -> None:
     sidecar = json.loads(out.with_suffix(".quant.json").read_text())
     assert sidecar["training"]["task"] == "digits_task:make" and sidecar["training"]["steps"] == 10
     assert sidecar["method"] == "qat"
+
+
+def test_qat_on_a_model_with_three_outputs(task_dir: Path) -> None:
+    """Issue 14: a model with several outputs (a landmark net's) trains with the task's own loss
+    and exports every output; without a loss, one line says what to give."""
+    import onnx
+
+    out = task_dir / "three.qat.onnx"
+    proc = edgequant("qat", "--task", "digits_task:three_heads", "--steps", "10", "-o", str(out),
+                     cwd=task_dir)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert len(onnx.load(str(out)).graph.output) == 3
+    proc = edgequant("qat", "--task", "digits_task:three_heads_without_loss", "--steps", "2",
+                     "-o", str(task_dir / "x.onnx"), cwd=task_dir)  # fmt: skip
+    assert_user_error(proc, "give QAT a loss function")
+    assert not (task_dir / "x.onnx").exists()
 
 
 def test_run_qat_in_python_is_what_the_cli_does(task_dir: Path) -> None:

@@ -75,6 +75,10 @@ class FidelityWarning(EdgeQuantWarning):
     """The quantized model stays below the fidelity guard's thresholds (it was written)."""
 
 
+class SpeedWarning(EdgeQuantWarning):
+    """The quantized model runs slower than FP32 on this machine's runtime."""
+
+
 def user_error(exc: BaseException) -> EdgeQuantError | None:
     """The user-facing error behind an exception raised outside edgequant's own checks (out of
     memory in ONNX Runtime or numpy, a full disk), or None when it is a bug."""

@@ -35,13 +35,16 @@ class TrainingTask:
     """`model`: trained FP32 nn.Module (not changed: QAT works on a copy). `train`: labelled
     batches for QAT. `test`: labelled batches for accuracy (optional). `calibration`: batches for
     the PTQ warm start (default: the first 500 training samples). `example_input`: one input
-    batch for the ONNX export (default: the first training sample)."""
+    batch for the ONNX export (default: the first training sample). `loss`: loss(outputs,
+    labels) -> batch-mean loss for QAT; the default, cross-entropy, is for a model with one
+    output of class scores (a model with several outputs needs its own)."""
 
     model: Any
     train: Iterable[Any]
     test: Iterable[Any] | None = None
     calibration: Iterable[Any] | None = None
     example_input: Any = None
+    loss: Any = None
 
     def __post_init__(self) -> None:
         import torch

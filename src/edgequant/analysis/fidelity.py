@@ -99,13 +99,14 @@ class Probe:
         sess = make_session(reference)
         self.specs = input_specs(sess, axes)
         self.names = [o.name for o in sess.get_outputs()]
+        self.classes = {name: scores_output(reference, name) for name in self.names}
         self.reference = self._run(reference)
         self.samples = sum(count(f, axes) for f in feeds)
 
     def measure(self, model: Model) -> tuple[OutputFidelity, ...]:
         outs = self._run(model)
         return tuple(
-            _compare(name, [o[i] for o in outs], [r[i] for r in self.reference])
+            _compare(name, [o[i] for o in outs], [r[i] for r in self.reference], self.classes[name])
             for i, name in enumerate(self.names)
         )
 
@@ -116,10 +117,28 @@ class Probe:
         return [run_feed(sess, feed, self.specs, self.names) for feed in self.feeds]
 
 
-def _compare(name: str, outs: list[NDArray[Any]], refs: list[NDArray[Any]]) -> OutputFidelity:
+# the last operators of a classifier head: its output holds class scores
+_HEADS = frozenset({"Gemm", "MatMul", "Add", "Softmax", "LogSoftmax", "Sigmoid"})
+_PASS = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Cast"})
+
+
+def scores_output(model: Model, name: str) -> bool:
+    """Whether output `name` holds class scores, judged by what writes it: a linear head (or a
+    softmax over one), through reshapes. An embedding (L2-normalised by a Div, pooled by a
+    ReduceMean) is not: top-1 over its features would mean nothing."""
+    producers = {o: n for n in model.proto.graph.node for o in n.output}
+    node = producers.get(name)
+    while node is not None and node.op_type in _PASS:
+        node = producers.get(node.input[0])
+    return node is not None and node.op_type in _HEADS
+
+
+def _compare(
+    name: str, outs: list[NDArray[Any]], refs: list[NDArray[Any]], scores: bool = True
+) -> OutputFidelity:
     signal = noise = dot = norm_out = 0.0
     agree = rows = 0
-    classes = all(r.ndim == 2 and r.shape[1] >= 2 and r.dtype.kind == "f" for r in refs)
+    classes = scores and all(r.ndim == 2 and r.shape[1] >= 2 and r.dtype.kind == "f" for r in refs)
     for out, ref in zip(outs, refs, strict=True):
         o, r = np.asarray(out, np.float64), np.asarray(ref, np.float64)
         if not np.isfinite(o).all() and np.isfinite(r).all():

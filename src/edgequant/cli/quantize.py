@@ -293,6 +293,11 @@ def _show_quantization(out: Path, result: Any, as_json: bool) -> None:
         if planned is not None:
             click.echo(f"before: {planned.summary()}")
         click.echo(f"after:  {support.summary()}")
+        if result.latency_ratio is not None:
+            click.echo(
+                f"speed:  {result.latency_ratio:.2f}x the FP32 latency here (batch 1, one thread; "
+                "a quick check: `edgequant bench` measures)"
+            )
         fidelity = q.provenance.fidelity
         if fidelity is not None:
             click.echo(f"fidelity: {fidelity.summary()}")

@@ -161,6 +161,9 @@ def _bias(module: nn.Module, b: torch.Tensor | None, w_scale: torch.Tensor) -> t
     return fake_quant_bias(b, source.scale, w_scale)
 
 
+MIN_BN_BATCH = 16  # smaller training batches leave the folded BatchNorm statistics frozen
+
+
 class QuantConv(nn.Module):
     """Conv with fake-quantized weights; a following BatchNorm is folded in (Jacob et al. 2018,
     Krishnamoorthi 2018): the conv runs with the folded weight that will be deployed, BN
@@ -195,8 +198,12 @@ class QuantConv(nn.Module):
     def _update_bn_stats(self, x: torch.Tensor) -> None:
         if self.bn is None or not self.training or self.steps >= self.bn_freeze_steps:
             return
+        # a few samples' statistics would replace good ones; the batch is counted over every
+        # process (each rank takes the same decision, so the collectives below stay matched)
+        if global_sum(torch.tensor([float(x.shape[0])], dtype=torch.float64)).item() < MIN_BN_BATCH:
+            return
         with torch.no_grad():
-            y = self.conv._conv_forward(x, self.conv.weight, self.conv.bias)
+            y = self._conv(x, self.conv.weight, self.conv.bias)
             mean, var = batch_statistics(y)
             m = self.bn.momentum if self.bn.momentum is not None else 0.1
             self.bn.running_mean.mul_(1 - m).add_(mean, alpha=m)
@@ -208,14 +215,19 @@ class QuantConv(nn.Module):
             self._update_bn_stats(x)
         w, b = self.folded()
         if self.mode is Mode.OBSERVE:
-            return self.conv._conv_forward(x, w, b)
+            return self._conv(x, w, b)
         scale = weight_scale(w, self.spec)
         if self.mode is Mode.EXPORT:
             w = transport_weight(self, w, scale)
-            return self.conv._conv_forward(x, w, b.detach())
-        return self.conv._conv_forward(
+            return self._conv(x, w, b.detach())
+        return self._conv(
             x, fake_quant_weight(w, scale, self.spec.qmin, self.spec.qmax), _bias(self, b, scale)
         )
+
+    def _conv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        """The conv's own forward with weight `w` and bias `b`: a subclass (the "same" padding
+        of TensorFlow ports pads first) keeps doing what it does."""
+        return _own_forward(self.conv, (nn.Conv1d, nn.Conv2d), x, w, b)
 
 
 class QuantLinear(nn.Module):
@@ -230,15 +242,42 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.linear.weight
         if self.mode is Mode.OBSERVE:
-            return nn.functional.linear(x, w, self.linear.bias)
+            return self._linear(x, w, self.linear.bias)
         scale = weight_scale(w, self.spec)
         if self.mode is Mode.EXPORT:
             wq = transport_weight(self, w, scale)
-            return nn.functional.linear(
+            return self._linear(
                 x, wq, None if self.linear.bias is None else self.linear.bias.detach()
             )
-        return nn.functional.linear(
+        return self._linear(
             x,
             fake_quant_weight(w, scale, self.spec.qmin, self.spec.qmax),
             _bias(self, self.linear.bias, scale),
         )
+
+    def _linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        return _own_forward(self.linear, (nn.Linear,), x, w, b)
+
+
+def _own_forward(
+    module: nn.Module,
+    bases: tuple[type[nn.Module], ...],
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None,
+) -> torch.Tensor:
+    """`module`'s forward with its weight and bias replaced: torch's own layers directly, a
+    subclass with its own forward (padding first, say) by running that forward with `w` and
+    `b` in place of its parameters. (`torch.func.functional_call` does this too, but refuses to
+    run inside torch.onnx's tracing, which the export needs.)"""
+    if any(type(module).forward is base.forward for base in bases):
+        if isinstance(module, nn.Linear):
+            return nn.functional.linear(x, w, b)
+        return module._conv_forward(x, w, b)  # type: ignore[operator]
+    params = module._parameters
+    saved = params["weight"], params.get("bias")
+    params["weight"], params["bias"] = w, b  # type: ignore[assignment]
+    try:
+        return type(module).forward(module, x)  # type: ignore[no-any-return]
+    finally:
+        params["weight"], params["bias"] = saved

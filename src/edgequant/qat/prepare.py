@@ -59,8 +59,14 @@ def prepare_qat(
 def _prepare_module(
     module: nn.Module, config: QATConfig, float_layers: dict[str, str], prefix: str
 ) -> nn.Module:
+    name = prefix.rstrip(".")
+    if prefix and isinstance(module, _CONVS):  # a layer of a parent that cannot be traced
+        return QuantConv(module, None, config.weight_spec_for(name), config.bn_freeze_steps)
+    if prefix and isinstance(module, nn.Linear):
+        return QuantLinear(module, config.weight_spec_for(name))
     try:
-        gm = fx.symbolic_trace(module)
+        tracer = _Tracer()
+        gm = fx.GraphModule(module, tracer.trace(module), type(module).__name__)
     except Exception as exc:
         why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
         children = list(module.named_children())
@@ -81,6 +87,15 @@ def _prepare_module(
     gm.graph.lint()
     gm.recompile()
     return gm
+
+
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer with every Conv and Linear a leaf, subclasses from other packages too
+    (EfficientNet ports subclass nn.Conv2d for "same" padding): fx would trace through them
+    into F.conv2d calls and QAT would skip them silently."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, (*_CONVS, nn.Linear)) or super().is_leaf_module(m, qualname)
 
 
 def _modules(gm: fx.GraphModule) -> dict[str, nn.Module]:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgequant.data import ArrayDataset, split_item
-from edgequant.errors import DataError
+from edgequant.errors import ConfigError, DataError
 from edgequant.outputs import write_atomic
 from edgequant.progress import ProgressFn, silent
 from edgequant.qat.distributed import (
@@ -42,9 +42,14 @@ def finetune(
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 100,
+    loss: Callable[[Any, Any], Any] | None = None,
     progress: ProgressFn = silent,
 ) -> list[float]:
     """SGD (momentum 0.9) with a cosine learning-rate schedule over (inputs, labels) batches.
+
+    `loss(outputs, labels)` returns the batch-mean loss; the default is cross-entropy over class
+    scores, for a model with one output. A model with several outputs (a tuple, a list, a dict:
+    a detector, a landmark net) needs its own `loss`.
 
     An `ArrayDataset` is reshuffled every epoch from (seed, epoch); other iterables are used as
     given (and cannot be resumed mid-epoch exactly). With `checkpoint_dir`, a checkpoint is written
@@ -84,7 +89,7 @@ def finetune(
         for i, item in enumerate(_epoch(train_data, seed, epoch)):
             if epoch * (per_epoch or 0) + i < step:
                 continue  # already trained before the checkpoint
-            losses.append(_train_step(net, opt, item, step + 1))
+            losses.append(_train_step(net, opt, item, step + 1, loss))
             sched.step()
             step += 1
             if main and path is not None and step % checkpoint_every == 0:
@@ -98,7 +103,9 @@ def finetune(
     return losses
 
 
-def _train_step(net: Any, opt: Any, item: Any, step: int) -> float:
+def _train_step(
+    net: Any, opt: Any, item: Any, step: int, loss_fn: Callable[[Any, Any], Any] | None
+) -> float:
     import torch
 
     x, y = split_item(item)
@@ -107,13 +114,18 @@ def _train_step(net: Any, opt: Any, item: Any, step: int) -> float:
     x, y, weight = shard(x, y)
     param = next(net.parameters())  # inputs follow the model's device and float precision
     x = torch.as_tensor(x).to(param.device)
-    logits = net(x.to(param.dtype) if x.is_floating_point() else x)
-    loss = (
-        torch.nn.functional.cross_entropy(
-            logits, torch.as_tensor(y).to(param.device), reduction="sum"
+    outputs = net(x.to(param.dtype) if x.is_floating_point() else x)
+    labels = torch.as_tensor(y).to(param.device) if isinstance(y, np.ndarray | torch.Tensor) else y
+    if loss_fn is not None:  # the batch mean of the user's loss, as a share of the whole batch
+        loss = loss_fn(outputs, labels) * (len(x) * weight)
+    elif isinstance(outputs, torch.Tensor):
+        loss = torch.nn.functional.cross_entropy(outputs, labels, reduction="sum") * weight
+    else:
+        raise ConfigError(
+            f"the model returns {type(outputs).__name__} of several outputs: give QAT a loss "
+            "function, loss(outputs, labels) -> batch-mean loss (TrainingTask(loss=...) for "
+            "--task, finetune(..., loss=...) in Python)"
         )
-        * weight
-    )
     batch_loss = global_sum(loss.detach()).item() / rank_and_world()[1]
     if not math.isfinite(batch_loss):
         raise DataError(

@@ -113,6 +113,32 @@ def _time_session(
     return out
 
 
+def latency_ratio(
+    reference: Model,
+    model: Model,
+    feed: dict[str, np.ndarray],
+    *,
+    rounds: int = 3,
+    seconds_per_round: float = 0.05,
+) -> float:
+    """p50 latency of `model` / p50 of `reference` on `feed` (one thread, interleaved rounds,
+    one session each): a quick check, not a benchmark, that a quantized model is not slower
+    than its FP32 one."""
+    sessions = [make_session(m, 1) for m in (reference, model)]
+    for sess in sessions:
+        for _ in range(3):
+            run_session(sess, None, feed)  # warm up; a failure is one line
+    times: list[list[float]] = [[], []]
+    for _ in range(rounds):
+        for sess, out in zip(sessions, times, strict=True):
+            end = time.perf_counter() + seconds_per_round
+            while time.perf_counter() < end or len(out) < 5:
+                t0 = time.perf_counter()
+                sess.run(None, feed)
+                out.append(time.perf_counter() - t0)
+    return float(np.median(times[1]) / np.median(times[0]))
+
+
 def random_feed(specs: list[InputSpec], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Inputs of the model's shapes (dynamic first dim = batch) with fixed-seed values."""
     rng = np.random.default_rng(seed)

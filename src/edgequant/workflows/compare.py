@@ -91,6 +91,7 @@ def compare(
             epochs=recipe.steps,  # an upper bound: training stops after `steps`
             lr=recipe.lr,
             max_steps=recipe.steps,
+            loss=task.loss,
             progress=lambda _s, d, t, r=recipe: progress(f"QAT {r.label}", d, t),
         )
         qat = export(model, task.example_input, f"qat-{recipe.label}")

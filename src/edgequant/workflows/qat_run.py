@@ -93,7 +93,7 @@ def run_qat(
             model, task.train, epochs=recipe.steps,  # an upper bound: training stops after `steps`
             lr=recipe.lr, max_steps=recipe.steps, seed=config.seed,
             checkpoint_dir=config.checkpoint_dir, checkpoint_every=config.checkpoint_every,
-            progress=progress if is_main_process() else silent,
+            loss=task.loss, progress=progress if is_main_process() else silent,
         )  # fmt: skip
         processes = rank_and_world()[1]
         if not is_main_process():
@@ -106,7 +106,7 @@ def run_qat(
     q.provenance.training = TrainingRun(task_label, recipe.steps, recipe.lr, config.seed, processes)
     fp32 = to_onnx(task.model, task.example_input, "fp32")
     run = QATRun(q, fp32, recipe.steps, recipe.lr, seconds, processes, losses)
-    if task.test is None:
+    if task.test is None or task.loss is not None:  # top-1 is for one output of class scores
         return run
     res = evaluate(q, task.test, reference=fp32)
     return replace(run, top1=res.top1, fp32_top1=evaluate(fp32, task.test).top1,

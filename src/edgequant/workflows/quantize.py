@@ -27,6 +27,7 @@ class CheckedQuantization:
     fp32: Model
     planned: SupportReport | None
     support: SupportReport
+    latency_ratio: float | None = None  # quantized / FP32 here (batch 1, one thread); a check
 
     def summary(self) -> dict[str, Any]:
         """What `edgequant quantize --json` prints (beside the output path)."""
@@ -40,6 +41,7 @@ class CheckedQuantization:
             "support": self.support.brief().to_dict(),
             "support_planned": None if self.planned is None else self.planned.brief().to_dict(),
             "fidelity": None if prov.fidelity is None else prov.fidelity.to_dict(),
+            "latency_ratio": self.latency_ratio,
         }
 
 
@@ -83,7 +85,68 @@ def quantize_checked(
     q.provenance.support = support.brief()
     if planned is not None:
         q.provenance.support_planned = planned.brief()
-    return CheckedQuantization(q, model, planned, support)
+    return CheckedQuantization(
+        q, model, planned, support, _speed_check(model, q, config, calibration)
+    )
+
+
+SLOWER = 1.05  # a quantized model above this latency ratio is said to be slower than FP32
+
+
+def _speed_check(
+    fp32: Model, q: Model, config: PTQConfig, calibration: Iterable[Any] | None
+) -> float | None:
+    """Latency of `q` / `fp32` on one real sample (batch 1, one thread) when the target's
+    runtime is the one here; a `SpeedWarning` when the quantized model is slower (a tiny
+    model's Q/DQ overhead outweighs its integer kernels). None when it cannot run here or no
+    sample is at hand (a one-shot iterator, or inputs with free dimensions and no data)."""
+    import warnings
+
+    from edgequant.errors import SpeedWarning
+    from edgequant.runtime.benchmark import latency_ratio
+    from edgequant.targets import Runtime, preset
+
+    if preset(config.target).runtime is not Runtime.ORT_CPU:
+        return None
+    feed = _one_sample(fp32, calibration)
+    if feed is None:
+        return None
+    ratio = latency_ratio(fp32, q, feed)
+    if ratio > SLOWER:
+        warnings.warn(
+            f"the quantized model runs at {ratio:.2f}x the FP32 latency here (ONNX Runtime, "
+            "batch 1, one thread): too small for integer kernels to pay off over their "
+            "quantize/dequantize steps; keep FP32, or measure your batch and threads with "
+            "`edgequant bench`",
+            SpeedWarning,
+            stacklevel=3,
+        )
+    return ratio
+
+
+def _one_sample(model: Model, calibration: Iterable[Any] | None) -> dict[str, Any] | None:
+    """One sample (one fixed batch, for a model exported at a fixed batch size) of the
+    calibration data, or random inputs of the model's static shapes without data."""
+    from edgequant.batching import take
+    from edgequant.data import as_batches, batch_axes_of
+    from edgequant.errors import EdgeQuantError
+    from edgequant.runtime.benchmark import random_feed
+    from edgequant.runtime.session import axes_of_specs, input_specs, make_feed, make_session
+
+    specs = input_specs(
+        make_session(model), batch_axes_of(calibration) if calibration is not None else None
+    )
+    if calibration is None or iter(calibration) is calibration:
+        try:
+            return random_feed(specs, 1) if calibration is None else None
+        except EdgeQuantError:
+            return None
+    batch = next(iter(as_batches(calibration)), None)
+    if batch is None:
+        return None
+    sizes = [s.shape[s.batch_axis] for s in specs if s.batch_axis is not None]
+    unit = next((n for n in sizes if isinstance(n, int) and n > 0), 1)
+    return take(make_feed(batch, specs), axes_of_specs(specs), 0, unit)
 
 
 @dataclass(frozen=True)
