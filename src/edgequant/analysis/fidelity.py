@@ -34,7 +34,8 @@ from edgequant.provenance import FidelityBrief
 if TYPE_CHECKING:
     from edgequant.model import Model
 
-REPORT_LIMIT_DB = 999.0  # SQNR of identical outputs (infinite) as recorded in JSON
+REPORT_LIMIT_DB = 999.0
+QUICK = 16  # samples the culprit search ranks candidates on (the thresholds use them all)  # SQNR of identical outputs (infinite) as recorded in JSON
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class Probe:
         feeds: list[dict[str, NDArray[Any]]],
         axes: dict[str, int | None],
     ) -> None:
-        from edgequant.batching import count
+        from edgequant.batching import count, take
         from edgequant.runtime.session import input_specs, make_session
 
         if not feeds:
@@ -100,21 +101,29 @@ class Probe:
         self.specs = input_specs(sess, axes)
         self.names = [o.name for o in sess.get_outputs()]
         self.classes = {name: scores_output(reference, name) for name in self.names}
-        self.reference = self._run(reference)
         self.samples = sum(count(f, axes) for f in feeds)
+        fixed = any(
+            isinstance(s.shape[s.batch_axis], int) for s in self.specs if s.batch_axis is not None
+        )
+        # the culprit search ranks candidates on the first QUICK samples (a whole fixed batch)
+        self.quick = [feeds[0] if fixed else take(feeds[0], axes, 0, QUICK)]
+        self.reference = self._run(reference, self.feeds)
+        self.quick_reference = self._run(reference, self.quick)
 
-    def measure(self, model: Model) -> tuple[OutputFidelity, ...]:
-        outs = self._run(model)
+    def measure(self, model: Model, quick: bool = False) -> tuple[OutputFidelity, ...]:
+        """Every output of `model` against FP32; `quick`: on the first samples only."""
+        feeds, refs = (self.quick, self.quick_reference) if quick else (self.feeds, self.reference)
+        outs = self._run(model, feeds)
         return tuple(
-            _compare(name, [o[i] for o in outs], [r[i] for r in self.reference], self.classes[name])
+            _compare(name, [o[i] for o in outs], [r[i] for r in refs], self.classes[name])
             for i, name in enumerate(self.names)
         )
 
-    def _run(self, model: Model) -> list[list[NDArray[Any]]]:
+    def _run(self, model: Model, feeds: list[dict[str, NDArray[Any]]]) -> list[list[NDArray[Any]]]:
         from edgequant.runtime.session import make_session, run_feed
 
         sess = make_session(model)
-        return [run_feed(sess, feed, self.specs, self.names) for feed in self.feeds]
+        return [run_feed(sess, feed, self.specs, self.names) for feed in feeds]
 
 
 # the last operators of a classifier head: its output holds class scores
@@ -205,7 +214,7 @@ def promote_culprits(
         except NothingToQuantizeError:
             return 0.0
         search.builds += 1
-        measured = probe.measure(model)
+        measured = probe.measure(model, quick=True)
         return max(measured[i].noise_ratio for i in failing)
 
     while any(not m.passes(guard) for m in search.after):
