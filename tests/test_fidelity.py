@@ -145,6 +145,7 @@ def test_samples_beyond_the_calibrated_ones_are_held_back(fp32_model, fmnist) ->
     assert q.serialize() == bare.serialize()
 
 
+@pytest.mark.slow  # three CLI runs
 def test_cli_shows_the_guard_and_strict_refuses_below_threshold(kws, model_path, fmnist) -> None:
     """Through the CLI (a stricter 25 dB: held-back speech measures 19.6 dB at default INT8
     here): the promoted layer is printed and recorded in the sidecar; `--strict`

@@ -16,7 +16,7 @@ def test_efficientnet_lite_default_int8_agrees_with_fp32(tmp_path) -> None:
     """EfficientNet-Lite2 (ImageNet, depthwise, ReLU6), default `edgequant quantize` on real
     photo crops: top-1 agreement with FP32 >= 95% on other crops at <= 27% of the size
     (issue 14; measured: 97% with the guard, which keeps the stem and first depthwise Conv
-    float; 94% without it; ORT's best recipe 96.3%)."""
+    float; 94% without it; ORT's best recipe 97.5% on the same crops)."""
     from edgequant.zoo import imagenet
 
     fp32 = imagenet.efficientnet_lite2().save(tmp_path / "effnet.onnx")
