@@ -209,7 +209,8 @@ def _elem_type(model: eq.Model, node_name: str) -> int:
 def test_a_model_too_small_for_int8_is_said_to_be_slower(tmp_path) -> None:
     """A logistic regression on sklearn's 8x8 digits (64 -> 10, trained here): its INT8 model
     spends more time in quantize/dequantize steps than in the product, so it runs slower than
-    FP32 on ONNX Runtime's CPU; `quantize` says so, and the JSON summary holds the ratio."""
+    FP32 on ONNX Runtime's CPU; the JSON summary holds the ratio, and `quantize` warns exactly
+    when it is beyond 1.05."""
     import torch
     from sklearn.datasets import load_digits
 
@@ -229,5 +230,6 @@ def test_a_model_too_small_for_int8_is_said_to_be_slower(tmp_path) -> None:
     proc = run_cli("quantize", str(model), "--calib", str(tmp_path / "calib.npz"), "--json",
                    "-o", str(tmp_path / "q.onnx"))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    ratio = json.loads(proc.stdout)["latency_ratio"]
-    assert ratio > 1.05 and "the FP32 latency here" in proc.stderr, (ratio, proc.stderr)
+    ratio = json.loads(proc.stdout)["latency_ratio"]  # measured 1.17-1.18 (medians, 3 rounds)
+    assert ratio > 1.0, ratio
+    assert ("the FP32 latency here" in proc.stderr) == (ratio > 1.05), (ratio, proc.stderr)
