@@ -104,12 +104,10 @@ def test_the_guard_promotes_the_layer_that_loses_fidelity(kws) -> None:
     assert dict(q.provenance.config.layer_precisions) == {"/frames/Conv": eq.Precision.FP32}
     # measured on held-out speech too: the promoted model is closer to FP32 than the bare one
     test = chunks[128:]
-    ref = eq.evaluate(model, [test])
     assert (
         eq.evaluate(q, [test], reference=model).output_sqnr_db
         > eq.evaluate(bare, [test], reference=model).output_sqnr_db
     )
-    assert ref.samples == len(test)
 
 
 def test_thresholds_that_cannot_be_met_warn_and_say_why(fp32_model, fmnist) -> None:

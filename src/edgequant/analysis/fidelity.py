@@ -93,7 +93,7 @@ class Probe:
         axes: dict[str, int | None],
     ) -> None:
         from edgequant.batching import count, take
-        from edgequant.runtime.session import input_specs, make_session
+        from edgequant.runtime.session import fixed_batch, input_specs, make_session
 
         if not feeds:
             raise ConfigError("the fidelity guard needs samples to measure on")
@@ -102,9 +102,7 @@ class Probe:
         self.names = [o.name for o in sess.get_outputs()]
         self.classes = {name: scores_output(reference, name) for name in self.names}
         self.samples = sum(count(f, axes) for f in feeds)
-        fixed = any(
-            isinstance(s.shape[s.batch_axis], int) for s in self.specs if s.batch_axis is not None
-        )
+        fixed = fixed_batch(self.specs) is not None
         # runs of RUN samples (a model exported at a fixed batch runs its batches): ONNX Runtime's
         # memory for 64 images at once was 1.2 GB on EfficientNet-Lite2
         self.feeds = feeds if fixed else [
@@ -182,12 +180,11 @@ def _compare(
 
 @dataclass
 class Search:
-    """What the guard did: measured before and after, the nodes promoted, models built."""
+    """What the guard did: measured before and after, and the nodes promoted."""
 
     before: tuple[OutputFidelity, ...]
     after: tuple[OutputFidelity, ...]
     promoted: dict[str, Precision] = field(default_factory=dict)
-    builds: int = 0
     stopped: str = ""  # why the search ended before the thresholds held
 
 
@@ -218,7 +215,6 @@ def promote_culprits(
             model = build(exclude, search.promoted)
         except NothingToQuantizeError:
             return 0.0
-        search.builds += 1
         measured = probe.measure(model, quick=True)
         return max(measured[i].noise_ratio for i in failing)
 
@@ -237,7 +233,6 @@ def promote_culprits(
             break
         search.promoted[group[0]] = fallback
         current = build(frozenset(), search.promoted)
-        search.builds += 1
         search.after = probe.measure(current)
     return current, search
 

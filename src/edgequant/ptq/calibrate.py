@@ -24,6 +24,7 @@ from edgequant.progress import ProgressFn, silent
 from edgequant.runtime.session import (
     Optimization,
     axes_of_specs,
+    fixed_batch,
     input_specs,
     make_feed,
     make_session,
@@ -161,11 +162,9 @@ def calibrate(
     non_float: set[str] = set()
     input_ranges: dict[str, tuple[float, float]] = {}
     samples = 0
-    fixed = any(isinstance(s.shape[s.batch_axis], int) for s in specs if s.batch_axis is not None)
-    budget = _Budget(memory_budget, fixed)
-    sizes = [s.shape[s.batch_axis] for s in specs if s.batch_axis is not None]
-    unit = next((n for n in sizes if isinstance(n, int) and n > 0), 1)  # a fixed batch size
-    stash = _Stash(hold_back, memory_budget, axes, unit)
+    fixed = fixed_batch(specs)
+    budget = _Budget(memory_budget, fixed is not None)
+    stash = _Stash(hold_back, memory_budget, axes, fixed or 1)
     batches = as_batches(data)
     for batch in batches:
         feed = make_feed(batch, specs)

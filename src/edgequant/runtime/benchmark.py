@@ -103,13 +103,19 @@ def _time_session(
     feed = random_feed(input_specs(sess), batch)
     for _ in range(warmup):
         run_session(sess, None, feed)  # a failure is said in one line before timing starts
+    out = _timed_runs(sess, feed, seconds, 10)
+    del sess
+    return out
+
+
+def _timed_runs(sess: Any, feed: dict[str, np.ndarray], seconds: float, least: int) -> list[float]:
+    """Seconds of each run of `feed` for `seconds` (at least `least` runs)."""
     out: list[float] = []
     end = time.perf_counter() + seconds
-    while time.perf_counter() < end or len(out) < 10:
+    while time.perf_counter() < end or len(out) < least:
         t0 = time.perf_counter()
         sess.run(None, feed)
         out.append(time.perf_counter() - t0)
-    del sess
     return out
 
 
@@ -131,11 +137,7 @@ def latency_ratio(
     times: list[list[float]] = [[], []]
     for _ in range(rounds):
         for sess, out in zip(sessions, times, strict=True):
-            end = time.perf_counter() + seconds_per_round
-            while time.perf_counter() < end or len(out) < 5:
-                t0 = time.perf_counter()
-                sess.run(None, feed)
-                out.append(time.perf_counter() - t0)
+            out.extend(_timed_runs(sess, feed, seconds_per_round, 5))
     return float(np.median(times[1]) / np.median(times[0]))
 
 

@@ -131,17 +131,22 @@ def _check_array(arr: NDArray[Any], spec: InputSpec) -> NDArray[Any]:
     return arr
 
 
+def fixed_batch(specs: list[InputSpec]) -> int | None:
+    """The batch size B a model was exported with (an input fixed at B fixes all), or None."""
+    sizes = {s.shape[s.batch_axis] for s in specs if s.batch_axis is not None}
+    numbers = {n for n in sizes if isinstance(n, int) and n > 0}
+    return numbers.pop() if len(numbers) == 1 else None
+
+
 def split_for_fixed_batch(
     feed: dict[str, NDArray[Any]], specs: list[InputSpec]
 ) -> list[dict[str, NDArray[Any]]]:
     """A model exported with a fixed batch size B gets a batch of k*B as k feeds of B (each
     input split along its own batch axis)."""
-    sizes = {s.shape[s.batch_axis] for s in specs if s.batch_axis is not None}
-    numbers = {n for n in sizes if isinstance(n, int) and n > 0}  # an input fixed at B fixes all
-    fixed = numbers.pop() if len(numbers) == 1 else None
+    fixed = fixed_batch(specs)
     axes = axes_of_specs(specs)
     n = count(feed, axes)
-    if not isinstance(fixed, int) or fixed < 1 or n == fixed or n % fixed:
+    if fixed is None or n == fixed or n % fixed:
         return [feed]
     return [take(feed, axes, i, i + fixed) for i in range(0, n, fixed)]
 

@@ -131,7 +131,13 @@ def _one_sample(model: Model, calibration: Iterable[Any] | None) -> dict[str, An
     from edgequant.data import as_batches, batch_axes_of
     from edgequant.errors import EdgeQuantError
     from edgequant.runtime.benchmark import random_feed
-    from edgequant.runtime.session import axes_of_specs, input_specs, make_feed, make_session
+    from edgequant.runtime.session import (
+        axes_of_specs,
+        fixed_batch,
+        input_specs,
+        make_feed,
+        make_session,
+    )
 
     specs = input_specs(
         make_session(model), batch_axes_of(calibration) if calibration is not None else None
@@ -144,9 +150,7 @@ def _one_sample(model: Model, calibration: Iterable[Any] | None) -> dict[str, An
     batch = next(iter(as_batches(calibration)), None)
     if batch is None:
         return None
-    sizes = [s.shape[s.batch_axis] for s in specs if s.batch_axis is not None]
-    unit = next((n for n in sizes if isinstance(n, int) and n > 0), 1)
-    return take(make_feed(batch, specs), axes_of_specs(specs), 0, unit)
+    return take(make_feed(batch, specs), axes_of_specs(specs), 0, fixed_batch(specs) or 1)
 
 
 @dataclass(frozen=True)
