@@ -6,7 +6,9 @@ among thirty integer ones may still spend most of its time in that Conv.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import tempfile
 
 import onnx
 from onnx import shape_inference
@@ -108,12 +110,18 @@ def tensor_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
 def _symbolic_shapes(proto: onnx.ModelProto) -> onnx.ModelProto | None:
     """ONNX Runtime's symbolic shape inference: it follows shapes computed at run time
     (Shape -> Gather -> Reshape in transformers), which ONNX's own inference leaves unknown."""
-    try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-        return SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
-    except Exception:  # an operator it does not know: ONNX's inference instead
-        return None
+    # When inference stays incomplete it saves a debug copy of the model, with its weights as
+    # uuid-named external files, into the working directory: run it inside a scratch folder so
+    # that nothing lands in the user's directory.
+    with tempfile.TemporaryDirectory(prefix="edgequant-shapes-") as scratch, contextlib.chdir(
+        scratch
+    ):
+        try:
+            return SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
+        except Exception:  # an operator it does not know: ONNX's inference instead
+            return None
 
 
 def float_tensors(model: onnx.ModelProto) -> set[str]:
