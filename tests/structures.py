@@ -51,16 +51,19 @@ class VoiceActivity(nn.Module):
         return p, torch.cat([h2, c2])
 
 
-def export_voice_activity(path: Path, *, symbolic_state: bool = True) -> Path:
-    """The scripted model as ONNX (opset 17, `If` with the LSTMs in its branches). With
-    `symbolic_state=False` the state is exported fixed at batch 1, as streaming models are."""
+def export_voice_activity(
+    path: Path, *, symbolic_state: bool = True, module: VoiceActivity | None = None
+) -> Path:
+    """The scripted model (untrained unless `module` is given) as ONNX (opset 17, `If` with the
+    LSTMs in its branches). With `symbolic_state=False` the state is exported fixed at batch 1,
+    as streaming models are."""
     example = (torch.randn(1, 512), torch.zeros(2, 1, 32), torch.tensor(16000))
     axes = {"input": {0: "batch", 1: "samples"}, "prob": {0: "batch"}}
     if symbolic_state:
         axes.update({"state": {1: "batch"}, "stateN": {1: "batch"}})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript is deprecated; such models still ship
-        module = torch.jit.script(VoiceActivity().eval())
+        module = torch.jit.script((module or VoiceActivity()).eval())
         torch.onnx.export(
             module, example, str(path), dynamo=False, opset_version=17,
             input_names=["input", "state", "sr"], output_names=["prob", "stateN"],
@@ -84,6 +87,59 @@ def speech_chunks(count: int, samples: int = 16000) -> np.ndarray:
     hop = samples // 4
     starts = range(0, len(audio) - samples, hop)
     return np.stack([audio[s : s + samples] for s in list(starts)[:count]])
+
+
+CHUNK = 512  # samples per streaming step (32 ms at 16 kHz), as the voice-activity model takes
+
+
+def speech_streams() -> dict[str, np.ndarray]:
+    """Every 16 kHz clip of pocketsphinx-testdata as streaming steps: name -> (steps, CHUNK)
+    audio scaled to [-1, 1)."""
+    streams = {}
+    for path in sorted(SPEECH.rglob("*.raw")) + sorted(SPEECH.rglob("*.wav")):
+        if path.suffix == ".raw":
+            audio = np.fromfile(path, dtype="<i2")
+        else:
+            with wave.open(str(path)) as w:
+                audio = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+        steps = len(audio) // CHUNK
+        name = str(path.relative_to(SPEECH))
+        streams[name] = (audio[: steps * CHUNK].reshape(steps, CHUNK) / 32768).astype(np.float32)
+    return streams
+
+
+def voice_labels(steps: np.ndarray) -> np.ndarray:
+    """Energy labels for one clip's steps: speech where a step's log energy is 10 dB above the
+    clip's quietest tenth (a classic energy VAD; the network learns it from the waveform)."""
+    energy = 10 * np.log10((steps.astype(np.float64) ** 2).mean(axis=1) + 1e-10)
+    return (energy > np.percentile(energy, 10) + 10).astype(np.float32)
+
+
+def train_voice_activity(streams: dict[str, np.ndarray], epochs: int = 30) -> VoiceActivity:
+    """The 16 kHz branch trained on real speech: each clip streamed in windows of 16 steps
+    (truncated backpropagation through time, the state carried within a window)."""
+    torch.manual_seed(0)
+    model = VoiceActivity()
+    windows = []
+    for steps in streams.values():
+        labels = voice_labels(steps)
+        for s in range(0, len(steps) - 16 + 1, 8):
+            windows.append((steps[s : s + 16], labels[s : s + 16]))
+    x = torch.from_numpy(np.stack([w[0] for w in windows]))  # (W, 16, CHUNK)
+    y = torch.from_numpy(np.stack([w[1] for w in windows]))  # (W, 16)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        for batch in torch.randperm(len(x), generator=generator).split(32):
+            h = c = torch.zeros(1, len(batch), 32)
+            loss = torch.zeros(())
+            for t in range(16):
+                p, h, c = model.at16k(model.pre(x[batch, t]), h, c)
+                loss = loss + nn.functional.binary_cross_entropy(p[:, 0], y[batch, t])
+            optimiser.zero_grad()
+            (loss / 16).backward()
+            optimiser.step()
+    return model.eval()
 
 
 class KeywordFrontEnd(nn.Module):

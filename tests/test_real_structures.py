@@ -161,3 +161,56 @@ def test_spectrogram_powers_stay_float_with_the_real_reason(tmp_path) -> None:
     assert (
         result["agreement"] >= 0.95 and result["output_sqnr_db"] >= 15.0
     )  # measured 1.00, 19.2 dB
+
+
+def _stream(session, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stream one clip step by step with the state fed back, as a VAD runs on a device:
+    (speech probability per step, the state each step was given in the model's layout)."""
+    state = np.zeros((2, 1, 32), np.float32)
+    probs, states = [], []
+    for t in range(len(steps)):
+        states.append(state)
+        feed = {"input": steps[t : t + 1], "state": state, "sr": np.array(16000, np.int64)}
+        prob, state = session.run(None, feed)
+        probs.append(prob[0, 0])
+    return np.array(probs), np.concatenate(states, axis=1)
+
+
+@pytest.mark.slow  # trains the detector on real speech (~15 s), then quantizes through the CLI
+def test_trained_voice_activity_keeps_its_decisions_per_step(tmp_path) -> None:
+    """The stateful VAD (LSTMs in `If` branches, scalar sample rate, state (2, batch, 32)),
+    trained on real 16 kHz speech, calibrated from (chunk, state) pairs recorded while FP32
+    streams its training clips, in the model's own layout: streamed over six clips it never
+    saw, the default INT8 model makes FP32's speech/non-speech decision on >= 99% of steps."""
+    import torch
+
+    from edgequant.runtime.session import make_session
+    from tests.structures import speech_streams, train_voice_activity
+
+    streams = speech_streams()
+    held = sorted(k for k in streams if k.startswith("cards/") or k == "goforward.raw")
+    training = {k: v for k, v in streams.items() if k not in held}
+    torch.manual_seed(0)
+    model = export_voice_activity(
+        tmp_path / "vad.onnx", module=train_voice_activity(training, epochs=60)
+    )
+    import edgequant as eq
+
+    fp32 = make_session(eq.load(model))
+    chunks, states = [], []
+    for steps in training.values():
+        chunks.append(steps)
+        states.append(_stream(fp32, steps)[1])
+    x, state = np.concatenate(chunks), np.concatenate(states, axis=1)
+    pick = np.random.default_rng(0).permutation(len(x))[:512]
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, input=x[pick], state=state[:, pick], sr=np.array(16000, np.int64))
+    out = tmp_path / "vad.int8.onnx"
+    proc = run_cli("quantize", str(model), "--calib", str(calib), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert out.stat().st_size < 0.35 * model.stat().st_size
+    int8 = make_session(eq.load(out))
+    same = [(_stream(fp32, streams[k])[0] > 0.5) == (_stream(int8, streams[k])[0] > 0.5)
+            for k in held]  # fmt: skip
+    steps = np.concatenate(same)
+    assert len(steps) > 350 and steps.mean() >= 0.99, steps.mean()  # measured 0.997 of 387

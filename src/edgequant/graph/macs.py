@@ -115,8 +115,9 @@ def _symbolic_shapes(proto: onnx.ModelProto) -> onnx.ModelProto | None:
     # When inference stays incomplete it saves a debug copy of the model, with its weights as
     # uuid-named external files, into the working directory: run it inside a scratch folder so
     # that nothing lands in the user's directory.
-    with tempfile.TemporaryDirectory(prefix="edgequant-shapes-") as scratch, contextlib.chdir(
-        scratch
+    with (
+        tempfile.TemporaryDirectory(prefix="edgequant-shapes-") as scratch,
+        contextlib.chdir(scratch),
     ):
         try:
             return SymbolicShapeInference.infer_shapes(proto, auto_merge=True)
