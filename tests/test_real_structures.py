@@ -43,8 +43,20 @@ def test_state_batch_axis_and_scalar_input_read_from_the_model(vad) -> None:
     proc = run_cli("quantize", str(model), "--calib", str(calib), "-o", str(out), cwd=cwd)
     assert proc.returncode == 0, proc.stderr
     assert list(cwd.iterdir()) == []
-    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto, full_check=True)
     assert run_cli("check", str(out)).returncode == 0  # our own output passes our own check
+    # every QuantizeLinear is read (a dangling one on the Gemm feeding the If kept it float)
+    reads = {t for n in proto.graph.node for t in n.input}
+    assert all(n.output[0] in reads for n in proto.graph.node if n.op_type == "QuantizeLinear")
+    import edgequant as eq
+
+    report = {n.name: n for n in eq.check_support(eq.load(out)).nodes}
+    assert report["/pre/Gemm"].integer and report["/pre/Gemm"].macs == 512 * 512
+    # the compute inside the If branches is counted and said float, not left out
+    lstm = report["/at16k/LSTM"]
+    assert not lstm.integer and "inside If /If" in lstm.reason and lstm.macs == 31 * 4 * 32 * 48
+    assert report["/at8k/conv/Conv"].macs > 0 and not report["/at8k/conv/Conv"].integer
 
 
 @pytest.mark.slow  # four CLI runs end to end

@@ -21,7 +21,8 @@ import onnx
 
 from edgequant.config import Method, PTQConfig, Target
 from edgequant.errors import UnsupportedOperatorError
-from edgequant.graph.macs import float_tensors, node_macs, weight_macs
+from edgequant.graph.index import subgraph_reads
+from edgequant.graph.macs import all_nodes, float_tensors, node_macs, weight_macs
 from edgequant.model import Model
 from edgequant.provenance import SupportBrief
 from edgequant.targets import Runtime, TargetPreset, preset
@@ -38,6 +39,10 @@ ORT_INTEGER_KERNELS = frozenset(
     }
 )  # fmt: skip
 _SHAPE_OUTPUT = frozenset({"Shape", "Size"})
+_BODY_COMPUTE = frozenset(
+    {"Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN", "FusedConv", "FusedGemm",
+     "FusedMatMul"}
+)  # fmt: skip
 _WEIGHT_ONLY = {
     "MatMulNBits": "weight-only: 4-bit weights unpacked inside the kernel, float activations",
     "GatherBlockQuantized": "weight-only: a quantized table read back to float",
@@ -181,7 +186,7 @@ def _planned(model: Model, config: PTQConfig, p: TargetPreset) -> SupportReport:
     verdicts = [
         (n, n.name in chosen, "" if n.name in chosen else sel.float_nodes.get(n.name, ""))
         for n in graph.node
-        if any(t in floats for t in n.input if t)  # shape arithmetic is neither
+        if any(t in floats for t in [*n.input, *subgraph_reads(n)] if t)  # not shape arithmetic
     ]
     return _report(fp32.proto, p, "planned", f"the {p.name} preset's rules", verdicts)
 
@@ -202,7 +207,7 @@ def _ort_cpu(model: Model, p: TargetPreset) -> SupportReport:
     }
     verdicts: list[Verdict] = []
     for node in fused.graph.node:
-        ins = [t for t in node.input if t]
+        ins = [t for t in [*node.input, *subgraph_reads(node)] if t]
         if node.op_type == "QuantizeLinear":
             integer.update(node.output)
             continue
@@ -304,7 +309,7 @@ def _fp16(model: Model, p: TargetPreset) -> SupportReport:
     floats = float_tensors(proto) | half
     verdicts: list[Verdict] = []
     for node in proto.graph.node:
-        ins = [t for t in node.input if t in floats]
+        ins = [t for t in [*node.input, *subgraph_reads(node)] if t in floats]
         if node.op_type == "Cast":
             to = next((a.i for a in node.attribute if a.name == "to"), None)
             if to == _FP16:
@@ -343,13 +348,33 @@ def _report(
     fused and renamed, by the weight it reads)."""
     by_name, by_weight = node_macs(model), weight_macs(model)
     nodes = []
-    for node, integer, reason in verdicts:
+    for node, integer, reason in _with_bodies(verdicts):
         name = node.name or f"{node.op_type}:{node.output[0] if node.output else ''}"
         macs = by_name.get(node.name, 0) or max(
             (by_weight.get(t, 0) for t in node.input), default=0
         )
         nodes.append(NodeSupport(name, node.op_type, integer, reason, macs))
     return SupportReport(p.name, p.runtime.value, stage, method, tuple(nodes))
+
+
+def _with_bodies(verdicts: list[Verdict]) -> list[Verdict]:
+    """After each control-flow node, the compute nodes of its bodies (every If branch, a Loop
+    or Scan body once): a VAD can hold all its compute in `If` branches, which a check of the
+    top-level nodes would not see. Integer only where ONNX Runtime runs an integer kernel."""
+    out: list[Verdict] = []
+    for verdict in verdicts:
+        out.append(verdict)
+        node = verdict[0]
+        for inner in all_nodes(node)[1:]:
+            if inner.op_type in ORT_INTEGER_KERNELS:
+                out.append((inner, True, ""))
+            elif inner.op_type in _BODY_COMPUTE:
+                why = (
+                    f"inside {node.op_type} {node.name or node.output[0]}: edgequant does not "
+                    "quantize control-flow bodies yet"
+                )
+                out.append((inner, False, why))
+    return out
 
 
 def require_integer(report: SupportReport) -> None:

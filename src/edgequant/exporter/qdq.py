@@ -12,7 +12,13 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgequant.exporter.plan import QuantPlan, TensorQuant
-from edgequant.graph.index import GraphIndex, NameSource, rename_reads, topological_sort
+from edgequant.graph.index import (
+    GraphIndex,
+    NameSource,
+    all_reads,
+    rename_reads,
+    topological_sort,
+)
 from edgequant.primitives import bias_scale, quantize, quantize_bias
 from edgequant.spec import PerChannel, PerGroup
 
@@ -56,6 +62,7 @@ def export_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
             if inp in act_renames:
                 node.input[i] = act_renames[inp]
     _outputs_dequantized(graph, new_nodes, act_renames, names)
+    _drop_unread_pairs(graph, new_nodes, new_inits, set(act_renames.values()))
     used = {name for name in plan.weights} | set(int32_biases)
     kept = [i for i in graph.initializer if i.name not in used]
     del graph.initializer[:]
@@ -106,6 +113,27 @@ def _outputs_dequantized(
             node.input[:] = [inner if t == out else t for t in node.input]
             node.output[:] = [inner if t == out else (out if t == dq else t) for t in node.output]
             node.input[:] = [out if t == dq else t for t in node.input]
+
+
+def _drop_unread_pairs(
+    graph: onnx.GraphProto,
+    new_nodes: list[onnx.NodeProto],
+    new_inits: list[onnx.TensorProto],
+    dequantized: set[str],
+) -> None:
+    """Remove an activation's Q/DQ pair that nothing reads (its only readers stay float, e.g.
+    an `If` whose branches read the float tensor): a dangling QuantizeLinear on a Gemm's output
+    stops ONNX Runtime from fusing that Gemm into its integer kernel."""
+    read = all_reads(graph)
+    for node in new_nodes:
+        read.update(node.input)
+    dead = {dq for dq in dequantized if dq not in read}
+    if not dead:
+        return
+    dead_q = {n.input[0] for n in new_nodes if n.output[0] in dead}
+    new_nodes[:] = [n for n in new_nodes if n.output[0] not in dead and n.output[0] not in dead_q]
+    still = {t for n in [*graph.node, *new_nodes] for t in n.input}
+    new_inits[:] = [i for i in new_inits if i.name in still]
 
 
 def _quantize_activation(

@@ -13,7 +13,7 @@ import tempfile
 import onnx
 from onnx import shape_inference
 
-from edgequant.graph.index import attribute
+from edgequant.graph.index import attribute, subgraphs
 
 _MAC_OPS = frozenset({"Conv", "ConvInteger", "Gemm", "MatMul", "MatMulInteger"})
 # gates per hidden unit: each step multiplies [x, h] by W and R for every gate
@@ -22,10 +22,11 @@ _RECURRENT_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1, "DynamicQuantizeLSTM": 4}
 
 def node_macs(model: onnx.ModelProto) -> dict[str, int]:
     """Node name (its first output if unnamed) -> multiply-accumulates at batch 1 for
-    Conv/Gemm/MatMul and their integer forms, and LSTM/GRU/RNN (others are 0)."""
+    Conv/Gemm/MatMul and their integer forms, and LSTM/GRU/RNN (others are 0). Nodes inside
+    If/Loop/Scan bodies count too (every branch of an If; a Loop body once)."""
     shapes = tensor_shapes(model)
     out: dict[str, int] = {}
-    for node in model.graph.node:
+    for node in all_nodes(model.graph):
         if node.op_type in _RECURRENT_GATES:
             macs = _recurrent_macs(node, shapes)
             if macs is not None:
@@ -36,15 +37,19 @@ def node_macs(model: onnx.ModelProto) -> dict[str, int]:
         y = shapes.get(node.output[0])
         a = shapes.get(node.input[0])
         w = shapes.get(node.input[1]) if len(node.input) > 1 else None
-        if y is None or a is None or w is None:
+        if y is None or w is None:
             continue
         if node.op_type.startswith("Conv"):
             # y: (N, C_out, *spatial); w: (C_out, C_in / groups, *kernel)
             k = math.prod(w[1:])
-        elif node.op_type == "Gemm":
-            k = a[0] if attribute(node, "transA", 0) else a[-1]
-        else:
+        elif node.op_type == "Gemm":  # K from B when A's length stays symbolic
+            k = w[1] if attribute(node, "transB", 0) else w[0]
+        elif a is not None:
             k = a[-1]  # (..., K) x (K, N)
+        elif len(w) >= 2:
+            k = w[-2]
+        else:
+            continue
         out[_key(node)] = int(math.prod(y) * k)
     return out
 
@@ -66,9 +71,9 @@ def weight_macs(model: onnx.ModelProto) -> dict[str, int]:
     """Weight tensor name -> MACs of the layer that reads it (also the integer initializer
     behind its DequantizeLinear): finds the MACs of a node a runtime fused and renamed."""
     macs = node_macs(model)
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = {o: n for n in all_nodes(model.graph) for o in n.output}
     out: dict[str, int] = {}
-    for node in model.graph.node:
+    for node in all_nodes(model.graph):
         if _key(node) in macs and len(node.input) > 1:
             weight = node.input[1]
             out[weight] = macs[_key(node)]
@@ -83,28 +88,60 @@ def _key(node: onnx.NodeProto) -> str:
 
 
 def tensor_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    """Static shapes of every tensor whose shape inference resolves, symbolic dims set to 1."""
+    """Static shapes of every tensor whose shape inference resolves (in control-flow bodies
+    too), symbolic dims set to 1. When that contradicts the graph (a symbolic length a Gemm
+    needs at 512), only the leading (batch) dims are set and the others stay symbolic."""
+    inferred = None
+    for leading_only in (False, True):
+        proto = _at_batch_one(model, leading_only)
+        inferred = None if leading_only else _symbolic_shapes(proto)
+        if inferred is None:
+            try:
+                inferred = shape_inference.infer_shapes(proto, data_prop=True, strict_mode=True)
+            except Exception:  # contradicts the graph, or an op it does not know
+                continue
+        break
+    if inferred is None:  # what lenient inference resolves, else what the graph declares
+        proto = _at_batch_one(model, False)
+        try:
+            inferred = shape_inference.infer_shapes(proto, data_prop=True)
+        except Exception:
+            inferred = proto
+    shapes: dict[str, tuple[int, ...]] = {}
+    for graph in _all_graphs(inferred.graph):
+        for vi in [*graph.input, *graph.value_info, *graph.output]:
+            dims = vi.type.tensor_type.shape.dim
+            if dims and all(d.HasField("dim_value") for d in dims):
+                shapes[vi.name] = tuple(int(d.dim_value) for d in dims)
+        for init in graph.initializer:
+            shapes[init.name] = tuple(int(d) for d in init.dims)
+    return shapes
+
+
+def all_nodes(graph: onnx.GraphProto | onnx.NodeProto) -> list[onnx.NodeProto]:
+    """A graph's nodes with, after each control-flow node, the nodes of its bodies (for a
+    node: itself, then its bodies' nodes)."""
+    nodes = [graph] if isinstance(graph, onnx.NodeProto) else list(graph.node)
+    out: list[onnx.NodeProto] = []
+    for node in nodes:
+        out.append(node)
+        for body in subgraphs(node):
+            out.extend(all_nodes(body))
+    return out
+
+
+def _all_graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    return [graph, *(g for n in graph.node for body in subgraphs(n) for g in _all_graphs(body))]
+
+
+def _at_batch_one(model: onnx.ModelProto, leading_only: bool) -> onnx.ModelProto:
     proto = onnx.ModelProto()
     proto.CopyFrom(model)
     for vi in proto.graph.input:
-        for dim in vi.type.tensor_type.shape.dim:
-            if not dim.HasField("dim_value"):
+        for axis, dim in enumerate(vi.type.tensor_type.shape.dim):
+            if not dim.HasField("dim_value") and (axis == 0 or not leading_only):
                 dim.dim_value = 1
-    inferred = _symbolic_shapes(proto)
-    if inferred is None:
-        try:
-            inferred = shape_inference.infer_shapes(proto, data_prop=True)
-        except Exception:  # an op it does not know: fall back to what the graph declares
-            inferred = proto
-    shapes: dict[str, tuple[int, ...]] = {}
-    graph = inferred.graph
-    for vi in [*graph.input, *graph.value_info, *graph.output]:
-        dims = vi.type.tensor_type.shape.dim
-        if dims and all(d.HasField("dim_value") for d in dims):
-            shapes[vi.name] = tuple(int(d.dim_value) for d in dims)
-    for init in graph.initializer:
-        shapes[init.name] = tuple(int(d) for d in init.dims)
-    return shapes
+    return proto
 
 
 def _symbolic_shapes(proto: onnx.ModelProto) -> onnx.ModelProto | None:
