@@ -97,7 +97,7 @@ class Probe:
 
         if not feeds:
             raise ConfigError("the fidelity guard needs samples to measure on")
-        sess = make_session(reference)
+        sess = make_session(reference, lean=True)
         self.specs = input_specs(sess, axes)
         self.names = [o.name for o in sess.get_outputs()]
         self.classes = {name: scores_output(reference, name) for name in self.names}
@@ -110,8 +110,10 @@ class Probe:
         ]  # fmt: skip
         # the culprit search ranks candidates on the first QUICK samples (a whole fixed batch)
         self.quick = [feeds[0]] if fixed else self.feeds[: QUICK // RUN]
-        self.reference = self._run(reference, self.feeds)
-        self.quick_reference = self._run(reference, self.quick)
+        self.reference = self._run(sess, self.feeds)
+        self.quick_reference = (
+            self._run(sess, self.quick) if fixed else self.reference[: len(self.quick)]
+        )
 
     def measure(self, model: Model, quick: bool = False) -> tuple[OutputFidelity, ...]:
         """Every output of `model` against FP32; `quick`: on the first samples only."""
@@ -122,10 +124,14 @@ class Probe:
             for i, name in enumerate(self.names)
         )
 
-    def _run(self, model: Model, feeds: list[dict[str, NDArray[Any]]]) -> list[list[NDArray[Any]]]:
+    def _run(
+        self, model: Model | Any, feeds: list[dict[str, NDArray[Any]]]
+    ) -> list[list[NDArray[Any]]]:
+        """`model`'s outputs on `feeds` (a Model, or a session already made)."""
+        from edgequant.model import Model
         from edgequant.runtime.session import make_session, run_feed
 
-        sess = make_session(model)
+        sess = make_session(model, lean=True) if isinstance(model, Model) else model
         return [run_feed(sess, feed, self.specs, self.names) for feed in feeds]
 
 

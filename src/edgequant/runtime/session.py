@@ -44,9 +44,17 @@ class InputSpec:
 
 
 def make_session(
-    model: Model | bytes, threads: int | None = None, optimization: Optimization = Optimization.ALL
+    model: Model | bytes,
+    threads: int | None = None,
+    optimization: Optimization = Optimization.ALL,
+    lean: bool = False,
 ) -> Any:
-    """An ONNX Runtime CPU session; `threads` intra-op threads (None: ORT's default)."""
+    """An ONNX Runtime CPU session; `threads` intra-op threads (None: ORT's default).
+
+    `lean`: no memory arena and no memory pattern, for sessions that run a few batches and are
+    dropped (calibration, the fidelity guard's builds). An arena keeps its largest allocation for
+    the session's life and the allocator keeps it after: quantizing EfficientNet-Lite2 peaked at
+    739 MB added with arenas, 342 MB without, in the same time."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -55,6 +63,9 @@ def make_session(
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     if threads is not None:
         opts.intra_op_num_threads = threads
+    if lean:
+        opts.enable_cpu_mem_arena = False
+        opts.enable_mem_pattern = False
     if optimization is Optimization.NONE:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     data = model.serialize() if isinstance(model, Model) else model
