@@ -170,3 +170,42 @@ class KeywordFrontEnd(nn.Module):
         power = y * y
         mel = self.mel(power.transpose(1, 2))  # (B, T, 40)
         return self.head(torch.log(mel + 1e-6).transpose(1, 2))
+
+
+def hard_swish(x: torch.Tensor) -> torch.Tensor:
+    """x * relu6(x + 3) / 6 written out, as many exported mobile models have it (an Add and a
+    Mul with constant operands and a Div by a constant around every activation)."""
+    return x * torch.clamp(x + 3, 0, 6) / 6
+
+
+class HardSwishCNN(nn.Module):
+    """A mobile-style CNN whose activations are hard-swish written out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(
+            [nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 32, 3, stride=2, padding=1),
+             nn.Conv2d(32, 64, 3, stride=2, padding=1)]
+        )  # fmt: skip
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = hard_swish(conv(x))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def train_hard_swish_cnn(images: np.ndarray, labels: np.ndarray, epochs: int = 2) -> HardSwishCNN:
+    """Short training on real images (N, 1, 28, 28): enough for meaningful decisions."""
+    torch.manual_seed(0)
+    model = HardSwishCNN()
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    x, y = torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        for batch in torch.randperm(len(x), generator=generator).split(64):
+            loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    return model.eval()

@@ -226,3 +226,41 @@ def test_trained_voice_activity_keeps_its_decisions_per_step(tmp_path) -> None:
             for k in held]  # fmt: skip
     steps = np.concatenate(same)
     assert len(steps) > 350 and steps.mean() >= 0.99, steps.mean()  # measured 0.997 of 387
+
+
+@pytest.mark.slow  # trains a small CNN on Fashion-MNIST (~10 s), then quantizes through the CLI
+def test_hard_swish_written_out_runs_in_integer(tmp_path) -> None:
+    """Hard-swish as exported models write it, x * clip(x + 3, 0, 6) / 6: the Add and Mul with
+    a constant operand are quantized (the constant per tensor from its own values), the Div by
+    a constant becomes a Mul by its reciprocal, so ONNX Runtime runs the whole activation in
+    integer (QLinearAdd, QLinearMul; the Clip folds) instead of a float island after every conv
+    (measured on a 6-conv model at 112x112: 0.76x -> 0.61x FP32 latency, batch 32 0.72x ->
+    0.43x); the decisions on 1000 other real images stay FP32's."""
+    import json
+
+    import torch
+
+    from edgequant.analysis.support import check_support
+    from edgequant.model import load
+    from edgequant.torch_onnx import to_onnx
+    from tests.structures import train_hard_swish_cnn
+
+    train, test = fashion_mnist.load("train"), fashion_mnist.load("test")
+    net = train_hard_swish_cnn(train.images[:20000], train.labels[:20000])
+    model = to_onnx(net, torch.zeros(1, 1, 28, 28), "hswish").save(tmp_path / "hswish.onnx")
+    np.savez(tmp_path / "calib.npz", x=train.images[-256:])
+    np.savez(tmp_path / "test.npz", x=test.images[:1000], y=test.labels[:1000])
+    out = tmp_path / "hswish.int8.onnx"
+    proc = run_cli("quantize", str(model), "--calib", str(tmp_path / "calib.npz"), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert "Div" not in ops
+    report = check_support(load(out))
+    fused = [n.op_type for n in report.nodes if n.integer]
+    assert fused.count("QLinearAdd") == 3 and fused.count("QLinearMul") == 6, fused
+    assert [n.op_type for n in report.float_nodes] == ["ReduceMean"]  # no integer kernel
+    proc = run_cli(
+        "eval", str(out), "--data", str(tmp_path / "test.npz"), "--reference", str(model), "--json"
+    )
+    result = json.loads(proc.stdout)
+    assert result["agreement"] >= 0.99, result  # measured 0.995

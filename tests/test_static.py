@@ -204,3 +204,59 @@ def test_models_with_a_fixed_batch_of_one(fp32_model, calibration, test_data, fp
     assert res.samples == 2000 and res.agreement >= 0.99
     with pytest.raises(eq.EdgeQuantError, match="fixed batch size of 1"):
         eq.benchmark(q, batch_sizes=(32,), threads=(1,), rounds=1, memory=False)
+
+
+def test_division_by_a_constant_becomes_a_product() -> None:
+    """Div by a constant -> Mul by its reciprocal (ONNX Runtime has no integer Div): outputs
+    within an ulp of the Div's, node names kept, the divisor's initializer gone when nothing
+    else reads it; a divisor holding a zero is left alone."""
+    from onnx import TensorProto, helper
+
+    from edgequant.graph.rewrite import divisions_as_products
+
+    six = numpy_helper.from_array(np.array(6.0, np.float32), "six")
+    mixed = numpy_helper.from_array(np.array([3.0, 0.0, 7.0], np.float32), "mixed")
+    graph = helper.make_graph(
+        [helper.make_node("Div", ["x", "six"], ["y"], name="hswish_div"),
+         helper.make_node("Div", ["y", "mixed"], ["z"], name="by_zero")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info(t, TensorProto.FLOAT, [2, 3]) for t in "yz"], [six, mixed],
+    )  # fmt: skip
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32) * 50
+    before = make_session(eq.Model(proto)).run(["y"], {"x": x})[0]
+    assert divisions_as_products(proto) == 1
+    nodes = {n.name: n.op_type for n in proto.graph.node}
+    assert nodes == {"hswish_div": "Mul", "by_zero": "Div"}
+    assert "six" not in {i.name for i in proto.graph.initializer}
+    onnx.checker.check_model(proto)
+    after = make_session(eq.Model(proto)).run(["y"], {"x": x})[0]
+    assert np.allclose(after, before, rtol=2**-23, atol=0)  # at most one float32 ulp apart
+
+
+def test_constant_operands_of_add_and_mul_are_quantized_unless_sentinels() -> None:
+    """Add/Mul with one constant float operand are selected, the constant noted for a per-tensor
+    quantizer of its own (not calibrated as an activation); a mask-like constant (-1e30) keeps
+    its Add float with the reason; Sub has no integer kernel and stays float."""
+    from onnx import TensorProto, helper
+
+    from edgequant.exporter.select import select
+    from edgequant.graph.index import GraphIndex
+
+    consts = [numpy_helper.from_array(np.array(v, np.float32), n)
+              for n, v in [("three", 3.0), ("mask", -1e30), ("half", 0.5)]]  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+         helper.make_node("Add", ["r", "three"], ["a"], name="add3"),
+         helper.make_node("Add", ["a", "mask"], ["m"], name="masked"),
+         helper.make_node("Mul", ["half", "a"], ["h"], name="halve"),
+         helper.make_node("Sub", ["h", "three"], ["y"], name="sub")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info(t, TensorProto.FLOAT, [1, 4]) for t in "my"], consts,
+    )  # fmt: skip
+    sel = select(graph, GraphIndex.of(graph))
+    assert [n.name for n in sel.nodes] == ["add3", "halve"]
+    assert sel.constants == {"three": "r", "half": "a"}
+    assert "three" not in sel.observed_tensors() and "half" not in sel.observed_tensors()
+    assert "sentinel" in sel.float_nodes["masked"]
+    assert "no integer kernel" in sel.float_nodes["sub"]

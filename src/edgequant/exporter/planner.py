@@ -59,6 +59,9 @@ def plan_static(
         weight = node.input[rule.weight_input]
         if weight not in plan.weights:
             plan.weights[weight] = weight_quant(index.array(weight), weight_specs[node.name])
+    for const, other in sel.constants.items():  # per tensor, the spec of what it meets
+        spec = replace(act_specs[other], granularity=PerTensor())
+        plan.weights.setdefault(const, weight_quant(index.array(const), spec))
     plan_biases(index, plan, sel.nodes)
     plan.min_opset = max(plan.min_opset, plan_opset(plan))
     return plan

@@ -8,7 +8,16 @@ import numpy as np
 import onnx
 
 from edgequant.graph.index import GraphIndex, attribute
-from edgequant.graph.rules import FOLDABLE_ACTIVATIONS, OP_RULES, OpRule, Role, plain_gemm
+from edgequant.graph.rules import (
+    FOLDABLE_ACTIVATIONS,
+    OP_RULES,
+    RANGE_LIMIT,
+    OpRule,
+    Role,
+    plain_gemm,
+)
+
+CONSTANT_OPERAND_OPS = frozenset({"Add", "Mul"})
 
 
 @dataclass
@@ -24,6 +33,9 @@ class Selection:
     fold_candidates: dict[str, str] = field(
         default_factory=dict
     )  # Relu/Clip node -> its input tensor
+    # constant operand of an Add/Mul -> the operand it is combined with (quantized per tensor
+    # from its own values: ONNX Runtime fuses DQ(constant) + DQ(x) -> Add/Mul -> Q)
+    constants: dict[str, str] = field(default_factory=dict)
 
     def observed_tensors(self) -> list[str]:
         """Tensors whose ranges calibration must measure."""
@@ -73,6 +85,10 @@ def select(
         assert rule is not None
         sel.nodes.append(node)
         inputs = data_inputs(node, rule)
+        if rule.role is Role.ELEMENTWISE and any(index.is_constant(t) for t in inputs):
+            const, other = sorted(inputs, key=lambda t: not index.is_constant(t))
+            sel.constants.setdefault(const, other)
+            inputs = [other]
         outputs = (
             []
             if weighted_only
@@ -114,9 +130,12 @@ def _float_reason(
             if inputs and inputs[0] in quantized and inputs[0] not in bad
             else "data movement between float tensors"
         )
+    constants = [t for t in inputs if index.is_constant(t)]
+    if constants:
+        why = _constant_operand_reason(node, constants, index)
+        if why is not None:
+            return why
     for t in inputs:
-        if index.is_constant(t):
-            return f"input {t!r} is a constant, not an activation"
         if t in bad:
             return bad[t]
     for t in node.output[:1]:
@@ -124,6 +143,23 @@ def _float_reason(
             return bad[t]
     if rule.role is Role.WEIGHTED:
         return _weight_reason(node, rule, index)
+    return None
+
+
+def _constant_operand_reason(
+    node: onnx.NodeProto, constants: list[str], index: GraphIndex
+) -> str | None:
+    """Why a node with constant inputs stays float: only Add/Mul with one constant float32
+    operand of representable values run integer (QLinearAdd/QLinearMul; the pieces of
+    hard-swish, GELU and LayerNorm, a detector's anchor offsets)."""
+    const = constants[0]
+    if node.op_type not in CONSTANT_OPERAND_OPS or len(constants) != 1 or len(node.input) != 2:
+        return f"input {const!r} is a constant, not an activation"
+    values = index.array(const)
+    if values.dtype != np.float32 or values.size == 0:
+        return f"constant operand {const!r} is not float32"
+    if not np.isfinite(values).all() or np.abs(values).max() > RANGE_LIMIT:
+        return f"constant operand {const!r} holds values an 8-bit grid cannot (a sentinel)"
     return None
 
 

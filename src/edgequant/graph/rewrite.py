@@ -122,3 +122,34 @@ def linears_as_matmul(graph: onnx.GraphProto, linears: list[LinearNode]) -> list
     replace_nodes(graph, swaps, inits)
     chosen = {lin.node.name for lin in linears}
     return [n for n in graph.node if n.name in chosen]
+
+
+def divisions_as_products(proto: onnx.ModelProto) -> int:
+    """Rewrite, in place, each Div by a constant float32 divisor (no zero, finite) as a Mul by
+    its reciprocal; return how many. ONNX Runtime fuses DQ -> Mul -> Q into QLinearMul but has
+    no integer Div: hard-swish written as x * relu6(x + 3) / 6 left a float island per
+    activation. x / c and x * (1 / c) differ by at most one float32 ulp, far below any 8-bit
+    step; node names are kept (for --exclude and per-layer precisions)."""
+    graph = proto.graph
+    index = GraphIndex.of(graph)
+    names = NameSource(graph)
+    replaced: set[str] = set()
+    rewritten = 0
+    for node in graph.node:
+        if node.op_type != "Div" or len(node.input) != 2 or not index.is_constant(node.input[1]):
+            continue
+        divisor = index.array(node.input[1])
+        if divisor.dtype != np.float32 or not np.isfinite(divisor).all() or (divisor == 0).any():
+            continue
+        reciprocal = names.new("reciprocal")
+        values = np.reciprocal(divisor.astype(np.float32))
+        graph.initializer.append(numpy_helper.from_array(values, reciprocal))
+        replaced.add(node.input[1])
+        rewritten += 1
+        node.op_type = "Mul"
+        node.input[1] = reciprocal
+    unread = replaced - all_reads(graph)
+    kept = [i for i in graph.initializer if i.name not in unread]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return rewritten

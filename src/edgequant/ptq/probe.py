@@ -9,11 +9,12 @@ would) has the fused graph the calibrated model will have.
 
 from __future__ import annotations
 
-from edgequant.config import PTQConfig
+from edgequant.config import Coverage, PTQConfig
 from edgequant.exporter.precision import float_layers
 from edgequant.graph.index import GraphIndex
 from edgequant.graph.macs import float_tensors
 from edgequant.graph.preprocess import optimize
+from edgequant.graph.rewrite import divisions_as_products
 from edgequant.graph.rules import FOLDABLE_ACTIVATIONS
 from edgequant.model import Model
 from edgequant.ptq.static import (
@@ -29,8 +30,10 @@ def probe_model(model: Model, config: PTQConfig) -> Model:
     """`model` quantized as `config` says (static), with placeholder ranges."""
     fp32 = optimize(model, min_opset=min_opset(config))
     graph = fp32.proto.graph
-    index = GraphIndex.of(graph)
     coverage = resolve_coverage(config.coverage, graph)
+    if coverage is not Coverage.WEIGHTED:
+        divisions_as_products(fp32.proto)
+    index = GraphIndex.of(graph)
     floats = float_tensors(fp32.proto)
     produced = {o for n in graph.node for o in n.output} | {i.name for i in graph.input}
     bad = {t: "not a float32 tensor" for t in produced if t not in floats}

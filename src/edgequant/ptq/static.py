@@ -28,6 +28,7 @@ from edgequant.exporter.select import Selection, rule_for, select
 from edgequant.exporter.write import write
 from edgequant.graph.index import GraphIndex
 from edgequant.graph.preprocess import optimize, upgrade_opset
+from edgequant.graph.rewrite import divisions_as_products
 from edgequant.graph.rules import RANGE_LIMIT, Role
 from edgequant.model import Model
 from edgequant.observers import HistogramObserver, clip_range
@@ -132,6 +133,8 @@ def calibrate_static(
             max_samples=config.max_calibration_samples, exclude=exclude, progress=progress,
         )  # fmt: skip
     coverage = resolve_coverage(config.coverage, fp32.proto.graph)
+    if coverage is not Coverage.WEIGHTED:
+        divisions_as_products(fp32.proto)
     index = GraphIndex.of(fp32.proto.graph)
     sel = select_for(fp32, index, config, coverage, exclude, {})
     if not sel.nodes:
