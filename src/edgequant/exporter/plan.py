@@ -55,6 +55,8 @@ class QuantPlan:
     # nodes that keep reading the float tensors even where a Q/DQ pair exists for a quantized
     # reader (Coverage.WEIGHTED: a residual Add must not see the MatMul's quantized input)
     float_readers: frozenset[str] = frozenset()
+    # ... except for these tensors, which float readers read dequantized too (a Conv's output)
+    read_quantized: frozenset[str] = frozenset()
     # every bias as int32 behind a DequantizeLinear, Conv too (full-integer targets: an NPU
     # takes no float constant; ONNX Runtime's CPU would quantize a float Conv bias itself)
     int32_biases: bool = False

@@ -56,10 +56,9 @@ def export_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     for node in graph.node:
         # an integer constant keeps its float name: every reader, in subgraphs too, reads its DQ
         rename_reads(node, renames)
-        if node.name in plan.float_readers:
-            continue
+        float_reader = node.name in plan.float_readers
         for i, inp in enumerate(node.input):
-            if inp in act_renames:
+            if inp in act_renames and (not float_reader or inp in plan.read_quantized):
                 node.input[i] = act_renames[inp]
     _outputs_dequantized(graph, new_nodes, act_renames, names)
     _drop_unread_pairs(graph, new_nodes, new_inits, set(act_renames.values()))

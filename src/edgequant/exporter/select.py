@@ -18,6 +18,9 @@ from edgequant.graph.rules import (
 )
 
 CONSTANT_OPERAND_OPS = frozenset({"Add", "Mul"})
+# layers ONNX Runtime runs in integer only with a quantized output (QLinearConv); MatMul and Gemm
+# also have kernels with a float output (MatMulIntegerToFloat, QGemm)
+OUTPUT_QUANTIZED_LAYERS = frozenset({"Conv"})
 
 
 @dataclass
@@ -36,6 +39,9 @@ class Selection:
     # constant operand of an Add/Mul -> the operand it is combined with (quantized per tensor
     # from its own values: ONNX Runtime fuses DQ(constant) + DQ(x) -> Add/Mul -> Q)
     constants: dict[str, str] = field(default_factory=dict)
+    # quantized tensors that every reader reads through their DequantizeLinear, float readers
+    # under Coverage.WEIGHTED too (a Conv's output: no kernel fuses a Conv read both ways)
+    read_quantized: set[str] = field(default_factory=set)
 
     def observed_tensors(self) -> list[str]:
         """Tensors whose ranges calibration must measure."""
@@ -69,7 +75,9 @@ def select(
 ) -> Selection:
     """Walk nodes in graph order; `bad_tensors` (name -> reason) are never quantized.
     `weighted_only` (Coverage.WEIGHTED): only layers with weights, their inputs quantized and
-    their outputs left float (a later quantized layer quantizes what it reads).
+    their outputs left float (a later quantized layer quantizes what it reads) - except a
+    Conv's: ONNX Runtime has no integer Conv with a float output, so it is quantized (its
+    Relu/Clip folded) and every reader reads it dequantized (`Selection.read_quantized`).
     `quantize_outputs`: graph outputs get a Q/DQ pair too (full-integer targets)."""
     bad = bad_tensors or {}
     sel = Selection()
@@ -89,11 +97,14 @@ def select(
             const, other = sorted(inputs, key=lambda t: not index.is_constant(t))
             sel.constants.setdefault(const, other)
             inputs = [other]
+        own_output = not weighted_only or node.op_type in OUTPUT_QUANTIZED_LAYERS
         outputs = (
-            []
-            if weighted_only
-            else [o for o in node.output[:1] if quantize_outputs or o not in index.graph_outputs]
+            [o for o in node.output[:1] if quantize_outputs or o not in index.graph_outputs]
+            if own_output
+            else []
         )
+        if weighted_only:
+            sel.read_quantized.update(outputs)
         if rule.role is Role.SHARED_RANGE:
             for out in outputs:
                 sel.shared[out] = inputs[0]
@@ -101,9 +112,12 @@ def select(
             if t not in quantized:
                 quantized.add(t)
                 sel.activations.append(t)
-        if rule.role is not Role.SHARED_RANGE and not weighted_only:
+        if rule.role is not Role.SHARED_RANGE and own_output:
             # now, not after the walk: a MaxPool/Flatten after the Relu must see it quantized
             _register_fold(node, sel, index, quantized)
+            act = fold_target(node, index) if weighted_only else None
+            if act is not None:
+                sel.read_quantized.add(act.output[0])
     return sel
 
 

@@ -230,6 +230,7 @@ def plan_calibrated(
     if cal.coverage is Coverage.WEIGHTED:
         chosen = {n.name for n in sel.nodes}
         plan.float_readers = frozenset(n.name for n in proto.graph.node if n.name not in chosen)
+        plan.read_quantized = frozenset(sel.read_quantized)
     plan.min_opset = max(min_opset(config), plan.min_opset)
     plan.int32_biases = config.full_integer
     plan.half_nodes = tuple(name for name, p in floats.items() if p is Precision.FP16)
