@@ -252,3 +252,23 @@ def train_classifier(
             loss.backward()
             optimiser.step()
     return model.eval()
+
+
+class ConvBiLSTM(nn.Module):
+    """A CRNN-style recogniser: conv features over an image's columns, read as a sequence by a
+    bidirectional LSTM (as text-line recognisers are built), classified from its mean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d((2, 1)),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d((2, 1)),
+        )  # fmt: skip
+        self.lstm = nn.LSTM(32 * 7, 64, bidirectional=True)
+        self.head = nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.convs(x)  # (B, 32, 7, 28): 28 columns
+        seq = f.flatten(1, 2).permute(2, 0, 1)  # (28, B, 224)
+        y, _ = self.lstm(seq)
+        return self.head(y.mean(dim=0))

@@ -260,3 +260,44 @@ def test_constant_operands_of_add_and_mul_are_quantized_unless_sentinels() -> No
     assert "three" not in sel.observed_tensors() and "half" not in sel.observed_tensors()
     assert "sentinel" in sel.float_nodes["masked"]
     assert "no integer kernel" in sel.float_nodes["sub"]
+
+
+def test_lstm_as_dynamic_quantize_lstm_matches_its_dequantized_weights() -> None:
+    """The rewritten LSTM (int8 rows, stored transposed as ONNX Runtime's kernel reads them)
+    computes what the float LSTM computes with the dequantized weights, up to the kernel's
+    own 8-bit quantization of the input and hidden state: a wrong layout or scale shape would
+    be noise. Codes are within half a step of the weights."""
+    from onnx import TensorProto, helper
+
+    from edgequant.exporter.recurrent import _row_quantized, dynamic_lstms
+    from edgequant.primitives import sqnr_db
+
+    rng = np.random.default_rng(0)
+    seq, batch, inputs, hidden = 12, 3, 20, 16
+    w = (rng.normal(size=(2, 4 * hidden, inputs)) * 0.3).astype(np.float32)
+    r = (rng.normal(size=(2, 4 * hidden, hidden)) * 0.3).astype(np.float32)
+    b = (rng.normal(size=(2, 8 * hidden)) * 0.1).astype(np.float32)
+    x = rng.normal(size=(seq, batch, inputs)).astype(np.float32)
+
+    def lstm(wn: np.ndarray, rn: np.ndarray) -> onnx.ModelProto:
+        graph = helper.make_graph(
+            [helper.make_node("LSTM", ["x", "W", "R", "B"], ["y"], name="bilstm",
+                              hidden_size=hidden, direction="bidirectional")],
+            "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [seq, batch, inputs])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(a, n) for a, n in [(wn, "W"), (rn, "R"), (b, "B")]],
+        )  # fmt: skip
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    (wq, ws), (rq, rs) = _row_quantized(w), _row_quantized(r)
+    assert wq.shape == (2, inputs, 4 * hidden) and ws.shape == (2, 4 * hidden)
+    w_back = wq.transpose(0, 2, 1) * ws[:, :, None]
+    assert np.abs(w_back - w).max() <= ws.max() / 2 + 1e-7
+    reference = lstm(w_back, rq.transpose(0, 2, 1) * rs[:, :, None])
+    quantized = lstm(w, r)
+    assert dynamic_lstms(quantized) == ["bilstm"]
+    assert [n.op_type for n in quantized.graph.node] == ["DynamicQuantizeLSTM"]
+    assert {i.name for i in quantized.graph.initializer}.isdisjoint({"W", "R"})
+    ref = make_session(eq.Model(reference)).run(None, {"x": x})[0]
+    out = make_session(eq.Model(quantized)).run(None, {"x": x})[0]
+    assert out.shape == ref.shape and sqnr_db(ref, out) > 30.0

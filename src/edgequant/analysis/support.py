@@ -35,7 +35,7 @@ ORT_INTEGER_KERNELS = frozenset(
         "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSigmoid",
         "QLinearLeakyRelu", "QLinearSoftmax", "QLinearReduceMean", "QLinearWhere",
         "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul",
-        "QAttention", "QEmbedLayerNormalization",
+        "QAttention", "QEmbedLayerNormalization", "DynamicQuantizeLSTM",
     }
 )  # fmt: skip
 _SHAPE_OUTPUT = frozenset({"Shape", "Size"})
@@ -217,9 +217,11 @@ def _ort_cpu(model: Model, p: TargetPreset) -> SupportReport:
             continue
         if node.op_type in ORT_INTEGER_KERNELS:
             verdicts.append((node, True, ""))
-            floats_out = node.op_type in ("MatMulIntegerToFloat", "DynamicQuantizeMatMul") or (
-                node.op_type == "QGemm" and len(node.input) < 9
-            )
+            floats_out = node.op_type in (
+                "MatMulIntegerToFloat",
+                "DynamicQuantizeMatMul",
+                "DynamicQuantizeLSTM",
+            ) or (node.op_type == "QGemm" and len(node.input) < 9)
             (floaty if floats_out else integer).update(node.output)
             continue
         if any(t in floaty for t in ins):

@@ -32,6 +32,7 @@ def quantize_static_guarded(
     probe = Probe(model, cal.held, cal.axes)
     index = GraphIndex.of(cal.fp32.proto.graph)
     nodes = [n.name for n in cal.selection(frozenset(), index).nodes]
+    nodes += [n.name for n in cal.fp32.proto.graph.node if n.op_type == "LSTM"]  # int8 weights
 
     def build(exclude: frozenset[str], promoted: dict[str, Precision]) -> Model:
         return quantize_calibrated(cal, exclude, promoted)

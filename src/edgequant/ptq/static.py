@@ -24,6 +24,7 @@ from edgequant.errors import ConfigError, NothingToQuantizeError
 from edgequant.exporter.plan import QuantPlan, TensorQuant
 from edgequant.exporter.planner import aim_weight_spec, plan_static, plan_tables, weight_quant
 from edgequant.exporter.precision import activation_specs, check_names, float_layers, weight_specs
+from edgequant.exporter.recurrent import dynamic_lstms
 from edgequant.exporter.select import Selection, rule_for, select
 from edgequant.exporter.write import write
 from edgequant.graph.index import GraphIndex
@@ -40,6 +41,7 @@ from edgequant.ptq.calibrate import calibrate
 from edgequant.ptq.equalization import equalize_model
 from edgequant.ptq.smoothquant import smooth_model
 from edgequant.spec import QuantSpec
+from edgequant.targets import Runtime, preset
 
 
 def quantize_static(
@@ -247,12 +249,14 @@ def quantize_calibrated(
     """The QDQ model of `plan_calibrated(cal, exclude, precisions)`."""
     planned = plan_calibrated(cal, exclude, precisions)
     plan, sel, config = planned.plan, planned.selection, cal.config
-    out = Model(write(planned.proto, plan), f"{cal.model_name}.{_suffix(config, planned.layers)}")
+    proto = write(planned.proto, plan)
+    lstms = recurrent_layers(proto, config, frozenset(planned.layers))
+    out = Model(proto, f"{cal.model_name}.{_suffix(config, planned.layers)}")
     out.provenance = Provenance(
         method=config.method.value,
         config=config.with_(layer_precisions=planned.layers, exclude_nodes=()),
         calibration_samples=cal.samples,
-        quantized_nodes=len(sel.nodes),
+        quantized_nodes=len(sel.nodes) + len(lstms),
         equalized_pairs=cal.equalized_pairs,
         smoothed_matmuls=cal.smoothed,
         coverage=cal.coverage.value,
@@ -260,9 +264,19 @@ def quantize_calibrated(
         bias_corrected_nodes=planned.corrected,
         adarounded_weights=planned.rounded,
         folded_activations=list(plan.folded),
-        float_nodes={k: v for k, v in sel.float_nodes.items() if k not in set(plan.folded)},
+        float_nodes={k: v for k, v in sel.float_nodes.items() if k not in {*plan.folded, *lstms}},
     )
     return out
+
+
+def recurrent_layers(
+    proto: onnx.ModelProto, config: PTQConfig, exclude: frozenset[str]
+) -> list[str]:
+    """LSTMs as ONNX Runtime's DynamicQuantizeLSTM (int8 weights) where the target runs ONNX
+    Runtime's CPU provider, unless excluded or given a precision of their own; their names."""
+    if preset(config.target).runtime is not Runtime.ORT_CPU:
+        return []
+    return dynamic_lstms(proto, exclude | frozenset(config.exclude_nodes))
 
 
 def unrepresentable(obs: HistogramObserver, lo: float, hi: float, spec: QuantSpec) -> str:
