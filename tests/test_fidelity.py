@@ -161,6 +161,11 @@ def test_cli_shows_the_guard_and_strict_refuses_below_threshold(kws, model_path,
     assert "held back from calibration" in proc.stdout
     record = eq.read_provenance(out)
     assert record.fidelity is not None and record.fidelity.held_back and record.fidelity.met
+    assert 0.99 < record.fidelity.cosine["logits"] <= 1.0  # cosine recorded with the SQNR
+    # a sidecar written before the cosine was recorded still reads
+    data = json.loads(out.with_name("kws.int8.quant.json").read_text())
+    del data["fidelity"]["cosine"]
+    assert eq.Provenance.from_dict(data).fidelity.cosine == {}
     strict = folder / "strict.onnx"  # the demo CNN: every node integer, 34 dB at INT8
     np.savez(folder / "images.npz", input=fmnist[0].images[:128])
     proc = run_cli(

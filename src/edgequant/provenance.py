@@ -8,7 +8,7 @@ trial, the training run). Unknown keys, wrong types and newer versions are error
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +72,8 @@ class FidelityBrief:
     promoted: dict[str, str]
     met: bool
     stopped: str  # why the search ended before the thresholds held ("" when they hold)
+    # cosine similarity of every output with FP32's (flattened), after the promotions
+    cosine: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -236,7 +238,10 @@ def _record(cls: type, key: str, value: Any) -> Any:
         raise ConfigError(f"provenance {key!r} must be a JSON object")
     hints = {f.name: str(f.type) for f in fields(cls)}
     names = set(hints)
-    if set(value) != names:
+    required = {
+        f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+    }  # a field added later has a default: older sidecars still load
+    if not required <= set(value) <= names:
         raise ConfigError(f"provenance {key!r} needs exactly the keys {sorted(names)}")
     for name, item in value.items():
         _check_type(f"{key}.{name}", item, hints[name])

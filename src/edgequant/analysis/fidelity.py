@@ -261,6 +261,7 @@ def brief(
         promoted={k: v.value for k, v in search.promoted.items()},
         met=all(m.passes(guard) for m in search.after),
         stopped=search.stopped,
+        cosine={m.output: round(m.cosine, 6) for m in search.after if math.isfinite(m.cosine)},
     )
 
 
