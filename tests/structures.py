@@ -195,22 +195,6 @@ class HardSwishCNN(nn.Module):
         return self.head(x.mean(dim=(2, 3)))
 
 
-def train_hard_swish_cnn(images: np.ndarray, labels: np.ndarray, epochs: int = 2) -> HardSwishCNN:
-    """Short training on real images (N, 1, 28, 28): enough for meaningful decisions."""
-    torch.manual_seed(0)
-    model = HardSwishCNN()
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    x, y = torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(epochs):
-        for batch in torch.randperm(len(x), generator=generator).split(64):
-            loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-    return model.eval()
-
-
 class ConvAttentionNet(nn.Module):
     """Conv stages then a self-attention block, as text-line recognisers and hybrid vision
     models are built: the attention makes the graph transformer-like (coverage: weighted)
@@ -237,11 +221,11 @@ class ConvAttentionNet(nn.Module):
 
 
 def train_classifier(
-    model: nn.Module, images: np.ndarray, labels: np.ndarray, epochs: int = 2
+    model: nn.Module, images: np.ndarray, labels: np.ndarray, epochs: int = 2, lr: float = 2e-3
 ) -> nn.Module:
     """Short training on real images (N, 1, 28, 28): enough for meaningful decisions."""
     torch.manual_seed(0)
-    optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     x, y = torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
     generator = torch.Generator().manual_seed(0)
     model.train()

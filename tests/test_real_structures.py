@@ -243,10 +243,11 @@ def test_hard_swish_written_out_runs_in_integer(tmp_path) -> None:
     from edgequant.analysis.support import check_support
     from edgequant.model import load
     from edgequant.torch_onnx import to_onnx
-    from tests.structures import train_hard_swish_cnn
+    from tests.structures import HardSwishCNN, train_classifier
 
     train, test = fashion_mnist.load("train"), fashion_mnist.load("test")
-    net = train_hard_swish_cnn(train.images[:20000], train.labels[:20000])
+    torch.manual_seed(0)
+    net = train_classifier(HardSwishCNN(), train.images[:20000], train.labels[:20000], lr=3e-3)
     model = to_onnx(net, torch.zeros(1, 1, 28, 28), "hswish").save(tmp_path / "hswish.onnx")
     np.savez(tmp_path / "calib.npz", x=train.images[-256:])
     np.savez(tmp_path / "test.npz", x=test.images[:1000], y=test.labels[:1000])
