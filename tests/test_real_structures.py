@@ -267,7 +267,7 @@ def test_hard_swish_written_out_runs_in_integer(tmp_path) -> None:
     assert result["agreement"] >= 0.99, result  # measured 0.995
 
 
-@pytest.mark.slow  # trains a conv + attention model on Fashion-MNIST (~16 s), then the CLI
+@pytest.mark.slow  # trains a conv + attention model on Fashion-MNIST (~8 s), then the CLI
 def test_convs_before_an_attention_block_run_in_integer(tmp_path) -> None:
     """Attention makes the default coverage 'weighted' (layers with weights only, float
     outputs: MatMul and Gemm have integer kernels with a float output). A Conv has none: its
@@ -285,7 +285,7 @@ def test_convs_before_an_attention_block_run_in_integer(tmp_path) -> None:
 
     train, test = fashion_mnist.load("train"), fashion_mnist.load("test")
     torch.manual_seed(0)
-    net = train_classifier(ConvAttentionNet(), train.images[:20000], train.labels[:20000])
+    net = train_classifier(ConvAttentionNet(), train.images[:10000], train.labels[:10000])
     model = to_onnx(net, torch.zeros(1, 1, 28, 28), "convattn").save(tmp_path / "ca.onnx")
     np.savez(tmp_path / "calib.npz", x=train.images[-256:])
     np.savez(tmp_path / "test.npz", x=test.images[:1000], y=test.labels[:1000])
@@ -300,10 +300,10 @@ def test_convs_before_an_attention_block_run_in_integer(tmp_path) -> None:
         "eval", str(out), "--data", str(tmp_path / "test.npz"), "--reference", str(model), "--json"
     )
     result = json.loads(proc.stdout)
-    assert result["agreement"] >= 0.99, result  # measured 0.996
+    assert result["agreement"] >= 0.99, result  # measured 0.997
 
 
-@pytest.mark.slow  # trains a conv + BiLSTM recogniser on Fashion-MNIST (~17 s), then the CLI
+@pytest.mark.slow  # trains a conv + BiLSTM recogniser on Fashion-MNIST (~9 s), then the CLI
 def test_lstm_weights_go_int8_through_ort_dynamic_lstm(tmp_path) -> None:
     """A CRNN-style model (convs read column by column by a BiLSTM): ONNX Runtime has no QDQ
     fusion for LSTM, so the default quantize writes its weights as int8 for the
@@ -321,7 +321,7 @@ def test_lstm_weights_go_int8_through_ort_dynamic_lstm(tmp_path) -> None:
 
     train, test = fashion_mnist.load("train"), fashion_mnist.load("test")
     torch.manual_seed(0)
-    net = train_classifier(ConvBiLSTM(), train.images[:20000], train.labels[:20000])
+    net = train_classifier(ConvBiLSTM(), train.images[:10000], train.labels[:10000])
     model = to_onnx(net, torch.zeros(1, 1, 28, 28), "crnn").save(tmp_path / "crnn.onnx")
     calib, data = tmp_path / "calib.npz", tmp_path / "test.npz"
     np.savez(calib, x=train.images[-256:])
@@ -339,7 +339,7 @@ def test_lstm_weights_go_int8_through_ort_dynamic_lstm(tmp_path) -> None:
         report = {n.name: n for n in check_support(load(out)).nodes}
         assert report["/lstm/LSTM"].integer and report["/lstm/LSTM"].macs > 0
         proc = run_cli("eval", str(out), "--data", str(data), "--reference", str(model), "--json")
-        assert json.loads(proc.stdout)["agreement"] >= 0.99  # measured 0.999 and 1.000
+        assert json.loads(proc.stdout)["agreement"] >= 0.99  # measured 0.997 and 0.998
     out = tmp_path / "crnn.kept.onnx"
     proc = run_cli("quantize", str(model), "--calib", str(calib), "--exclude", "/lstm/LSTM",
                    "-o", str(out))  # fmt: skip
