@@ -228,6 +228,36 @@ def test_trained_voice_activity_keeps_its_decisions_per_step(tmp_path) -> None:
     assert len(steps) > 350 and steps.mean() >= 0.99, steps.mean()  # measured 0.997 of 387
 
 
+def _fashion_trained(tmp_path, structure: str, images: int, lr: float = 2e-3):
+    """A structure of tests/structures.py trained on `images` Fashion-MNIST training images and
+    exported as a user would: (model, calibration .npz of 256 other training images, test .npz
+    of 1000 labelled test images)."""
+    import torch
+
+    import tests.structures as structures
+    from edgequant.torch_onnx import to_onnx
+
+    train, test = fashion_mnist.load("train"), fashion_mnist.load("test")
+    torch.manual_seed(0)
+    net = structures.train_classifier(
+        getattr(structures, structure)(), train.images[:images], train.labels[:images], lr=lr
+    )
+    model = to_onnx(net, torch.zeros(1, 1, 28, 28), structure.lower())
+    calib, data = tmp_path / "calib.npz", tmp_path / "test.npz"
+    np.savez(calib, x=train.images[-256:])
+    np.savez(data, x=test.images[:1000], y=test.labels[:1000])
+    return model.save(tmp_path / f"{structure.lower()}.onnx"), calib, data
+
+
+def _agreement(out, model, data) -> float:
+    """Top-1 agreement of `out` with `model` on `data`, by `edgequant eval` as a user runs it."""
+    import json
+
+    proc = run_cli("eval", str(out), "--data", str(data), "--reference", str(model), "--json")
+    assert proc.returncode == 0, proc.stderr
+    return float(json.loads(proc.stdout)["agreement"])
+
+
 @pytest.mark.slow  # trains a small CNN on Fashion-MNIST (~10 s), then quantizes through the CLI
 def test_hard_swish_written_out_runs_in_integer(tmp_path) -> None:
     """Hard-swish as exported models write it, x * clip(x + 3, 0, 6) / 6: the Add and Mul with
@@ -236,23 +266,12 @@ def test_hard_swish_written_out_runs_in_integer(tmp_path) -> None:
     integer (QLinearAdd, QLinearMul; the Clip folds) instead of a float island after every conv
     (measured on a 6-conv model at 112x112: 0.76x -> 0.61x FP32 latency, batch 32 0.72x ->
     0.43x); the decisions on 1000 other real images stay FP32's."""
-    import json
-
-    import torch
-
     from edgequant.analysis.support import check_support
     from edgequant.model import load
-    from edgequant.torch_onnx import to_onnx
-    from tests.structures import HardSwishCNN, train_classifier
 
-    train, test = fashion_mnist.load("train"), fashion_mnist.load("test")
-    torch.manual_seed(0)
-    net = train_classifier(HardSwishCNN(), train.images[:20000], train.labels[:20000], lr=3e-3)
-    model = to_onnx(net, torch.zeros(1, 1, 28, 28), "hswish").save(tmp_path / "hswish.onnx")
-    np.savez(tmp_path / "calib.npz", x=train.images[-256:])
-    np.savez(tmp_path / "test.npz", x=test.images[:1000], y=test.labels[:1000])
+    model, calib, data = _fashion_trained(tmp_path, "HardSwishCNN", 20000, lr=3e-3)
     out = tmp_path / "hswish.int8.onnx"
-    proc = run_cli("quantize", str(model), "--calib", str(tmp_path / "calib.npz"), "-o", str(out))
+    proc = run_cli("quantize", str(model), "--calib", str(calib), "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     ops = [n.op_type for n in onnx.load(str(out)).graph.node]
     assert "Div" not in ops
@@ -260,11 +279,7 @@ def test_hard_swish_written_out_runs_in_integer(tmp_path) -> None:
     fused = [n.op_type for n in report.nodes if n.integer]
     assert fused.count("QLinearAdd") == 3 and fused.count("QLinearMul") == 6, fused
     assert [n.op_type for n in report.float_nodes] == ["ReduceMean"]  # no integer kernel
-    proc = run_cli(
-        "eval", str(out), "--data", str(tmp_path / "test.npz"), "--reference", str(model), "--json"
-    )
-    result = json.loads(proc.stdout)
-    assert result["agreement"] >= 0.99, result  # measured 0.995
+    assert _agreement(out, model, data) >= 0.99  # measured 0.995
 
 
 @pytest.mark.slow  # trains a conv + attention model on Fashion-MNIST (~8 s), then the CLI
@@ -276,31 +291,18 @@ def test_convs_before_an_attention_block_run_in_integer(tmp_path) -> None:
     0.66x after; at batch 32 on two threads 1.74x -> 0.67x). Decisions stay FP32's."""
     import json
 
-    import torch
-
     from edgequant.analysis.support import check_support
     from edgequant.model import load
-    from edgequant.torch_onnx import to_onnx
-    from tests.structures import ConvAttentionNet, train_classifier
 
-    train, test = fashion_mnist.load("train"), fashion_mnist.load("test")
-    torch.manual_seed(0)
-    net = train_classifier(ConvAttentionNet(), train.images[:10000], train.labels[:10000])
-    model = to_onnx(net, torch.zeros(1, 1, 28, 28), "convattn").save(tmp_path / "ca.onnx")
-    np.savez(tmp_path / "calib.npz", x=train.images[-256:])
-    np.savez(tmp_path / "test.npz", x=test.images[:1000], y=test.labels[:1000])
+    model, calib, data = _fashion_trained(tmp_path, "ConvAttentionNet", 10000)
     out = tmp_path / "ca.int8.onnx"
-    proc = run_cli("quantize", str(model), "--calib", str(tmp_path / "calib.npz"), "-o", str(out))
+    proc = run_cli("quantize", str(model), "--calib", str(calib), "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.with_name("ca.int8.quant.json").read_text())["coverage"] == "weighted"
     report = check_support(load(out))
     assert [n.op_type for n in report.nodes if n.integer].count("QLinearConv") == 3
     assert not any("Conv" in n.op_type for n in report.float_nodes)
-    proc = run_cli(
-        "eval", str(out), "--data", str(tmp_path / "test.npz"), "--reference", str(model), "--json"
-    )
-    result = json.loads(proc.stdout)
-    assert result["agreement"] >= 0.99, result  # measured 0.997
+    assert _agreement(out, model, data) >= 0.99  # measured 0.997
 
 
 @pytest.mark.slow  # trains a conv + BiLSTM recogniser on Fashion-MNIST (~9 s), then the CLI
@@ -310,22 +312,11 @@ def test_lstm_weights_go_int8_through_ort_dynamic_lstm(tmp_path) -> None:
     DynamicQuantizeLSTM kernel (the BiLSTM held 70% of the weights in float: the INT8 file was
     97% of FP32, now 27%; 1.04x -> 0.71x FP32 latency), and keeps FP32's decisions. The
     dynamic method does the same; --exclude keeps it float by name."""
-    import json
-
-    import torch
 
     from edgequant.analysis.support import check_support
     from edgequant.model import load
-    from edgequant.torch_onnx import to_onnx
-    from tests.structures import ConvBiLSTM, train_classifier
 
-    train, test = fashion_mnist.load("train"), fashion_mnist.load("test")
-    torch.manual_seed(0)
-    net = train_classifier(ConvBiLSTM(), train.images[:10000], train.labels[:10000])
-    model = to_onnx(net, torch.zeros(1, 1, 28, 28), "crnn").save(tmp_path / "crnn.onnx")
-    calib, data = tmp_path / "calib.npz", tmp_path / "test.npz"
-    np.savez(calib, x=train.images[-256:])
-    np.savez(data, x=test.images[:1000], y=test.labels[:1000])
+    model, calib, data = _fashion_trained(tmp_path, "ConvBiLSTM", 10000)
     for method in ("static", "dynamic"):
         out = tmp_path / f"crnn.{method}.onnx"
         proc = run_cli("quantize", str(model), "--calib", str(calib), "--method", method, "-o",
@@ -338,8 +329,7 @@ def test_lstm_weights_go_int8_through_ort_dynamic_lstm(tmp_path) -> None:
         assert codes.data_type == onnx.TensorProto.INT8 and list(codes.dims) == [2, 224, 256]
         report = {n.name: n for n in check_support(load(out)).nodes}
         assert report["/lstm/LSTM"].integer and report["/lstm/LSTM"].macs > 0
-        proc = run_cli("eval", str(out), "--data", str(data), "--reference", str(model), "--json")
-        assert json.loads(proc.stdout)["agreement"] >= 0.99  # measured 0.997 and 0.998
+        assert _agreement(out, model, data) >= 0.99  # measured 0.997 and 0.998
     out = tmp_path / "crnn.kept.onnx"
     proc = run_cli("quantize", str(model), "--calib", str(calib), "--exclude", "/lstm/LSTM",
                    "-o", str(out))  # fmt: skip

@@ -19,13 +19,26 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgequant.config import PTQConfig
 from edgequant.exporter.planner import weight_quant
-from edgequant.graph.index import GraphIndex, NameSource, all_reads, attribute
+from edgequant.graph.index import GraphIndex, NameSource, attribute, drop_unread_initializers
 from edgequant.primitives import quantize
 from edgequant.spec import PerChannel, QType, QuantSpec, Symmetry
+from edgequant.targets import Runtime, preset
 
 ROW_SPEC = QuantSpec(QType.INT8, Symmetry.SYMMETRIC, PerChannel(0))
 MS_DOMAIN = "com.microsoft"
+
+
+def recurrent_layers(
+    proto: onnx.ModelProto, config: PTQConfig, exclude: frozenset[str] = frozenset()
+) -> list[str]:
+    """LSTMs as DynamicQuantizeLSTM where `config`'s target runs ONNX Runtime's CPU provider
+    (the kernel is its contrib op), unless excluded by the config or `exclude` (layers given a
+    precision of their own); their names."""
+    if preset(config.target).runtime is not Runtime.ORT_CPU:
+        return []
+    return dynamic_lstms(proto, exclude | frozenset(config.exclude_nodes))
 
 
 def dynamic_lstms(model: onnx.ModelProto, exclude: frozenset[str] = frozenset()) -> list[str]:
@@ -68,10 +81,7 @@ def dynamic_lstms(model: onnx.ModelProto, exclude: frozenset[str] = frozenset())
         graph.node[position].CopyFrom(new)
         done.append(node.name)
     if done:
-        unread = replaced - all_reads(graph)
-        kept = [i for i in graph.initializer if i.name not in unread]
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
+        drop_unread_initializers(graph, replaced)
         if not any(o.domain == MS_DOMAIN for o in model.opset_import):
             model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return done

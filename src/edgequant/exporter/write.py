@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgequant.exporter.half import half_model, to_fp16_layers
 from edgequant.exporter.plan import QuantPlan, TensorQuant
 from edgequant.exporter.qdq import export_qdq
-from edgequant.graph.index import GraphIndex, NameSource, all_reads, topological_sort
+from edgequant.graph.index import GraphIndex, NameSource, drop_unread_initializers, topological_sort
 from edgequant.primitives import quantize
 
 
@@ -75,7 +75,7 @@ def _write_dynamic(graph: onnx.GraphProto, dynamic: Mapping[str, TensorQuant]) -
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(inits)
-    _drop_unused_initializers(graph)
+    drop_unread_initializers(graph)
 
 
 def _write_embeddings(graph: onnx.GraphProto, tables: Mapping[str, TensorQuant]) -> None:
@@ -111,10 +111,3 @@ def _write_embeddings(graph: onnx.GraphProto, tables: Mapping[str, TensorQuant])
     ordered = topological_sort([*graph.node, *new_nodes], available)
     del graph.node[:]
     graph.node.extend(ordered)
-
-
-def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
-    used = all_reads(graph)
-    kept = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)

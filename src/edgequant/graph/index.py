@@ -101,6 +101,18 @@ def all_reads(graph: onnx.GraphProto) -> set[str]:
     return used
 
 
+def drop_unread_initializers(graph: onnx.GraphProto, among: set[str] | None = None) -> None:
+    """Remove initializers nothing reads (in subgraphs included); only those in `among` when
+    given (a rewrite drops what it replaced, never what the model itself left unread)."""
+    unread = {i.name for i in graph.initializer} - all_reads(graph)
+    if among is not None:
+        unread &= among
+    if unread:
+        kept = [i for i in graph.initializer if i.name not in unread]
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+
+
 def rename_reads(node: onnx.NodeProto, renames: dict[str, str]) -> None:
     """Point `node`'s inputs, and its subgraphs' reads of outer tensors, at new names."""
     for i, name in enumerate(node.input):

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgequant.graph.index import GraphIndex, NameSource, all_reads, attribute
+from edgequant.graph.index import GraphIndex, NameSource, attribute, drop_unread_initializers
 from edgequant.graph.rules import plain_gemm
 
 
@@ -81,10 +81,7 @@ def replace_nodes(
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(inits)
-    used = all_reads(graph)
-    kept = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    drop_unread_initializers(graph)
 
 
 def linears_as_matmul(graph: onnx.GraphProto, linears: list[LinearNode]) -> list[onnx.NodeProto]:
@@ -148,8 +145,5 @@ def divisions_as_products(proto: onnx.ModelProto) -> int:
         rewritten += 1
         node.op_type = "Mul"
         node.input[1] = reciprocal
-    unread = replaced - all_reads(graph)
-    kept = [i for i in graph.initializer if i.name not in unread]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    drop_unread_initializers(graph, replaced)
     return rewritten

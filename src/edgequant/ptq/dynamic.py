@@ -15,13 +15,13 @@ import onnx
 from edgequant.config import PTQConfig
 from edgequant.errors import NothingToQuantizeError
 from edgequant.exporter.planner import plan_dynamic, plan_tables
+from edgequant.exporter.recurrent import recurrent_layers
 from edgequant.exporter.write import write
 from edgequant.graph.index import GraphIndex
 from edgequant.graph.preprocess import optimize
 from edgequant.graph.rewrite import linear_nodes, linears_as_matmul
 from edgequant.model import Model
 from edgequant.provenance import Provenance
-from edgequant.ptq.static import recurrent_layers
 
 
 def quantize_dynamic(model: Model, config: PTQConfig) -> Model:

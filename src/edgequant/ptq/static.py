@@ -24,7 +24,7 @@ from edgequant.errors import ConfigError, NothingToQuantizeError
 from edgequant.exporter.plan import QuantPlan, TensorQuant
 from edgequant.exporter.planner import aim_weight_spec, plan_static, plan_tables, weight_quant
 from edgequant.exporter.precision import activation_specs, check_names, float_layers, weight_specs
-from edgequant.exporter.recurrent import dynamic_lstms
+from edgequant.exporter.recurrent import recurrent_layers
 from edgequant.exporter.select import Selection, rule_for, select
 from edgequant.exporter.write import write
 from edgequant.graph.index import GraphIndex
@@ -41,7 +41,6 @@ from edgequant.ptq.calibrate import calibrate
 from edgequant.ptq.equalization import equalize_model
 from edgequant.ptq.smoothquant import smooth_model
 from edgequant.spec import QuantSpec
-from edgequant.targets import Runtime, preset
 
 
 def quantize_static(
@@ -267,16 +266,6 @@ def quantize_calibrated(
         float_nodes={k: v for k, v in sel.float_nodes.items() if k not in {*plan.folded, *lstms}},
     )
     return out
-
-
-def recurrent_layers(
-    proto: onnx.ModelProto, config: PTQConfig, exclude: frozenset[str]
-) -> list[str]:
-    """LSTMs as ONNX Runtime's DynamicQuantizeLSTM (int8 weights) where the target runs ONNX
-    Runtime's CPU provider, unless excluded or given a precision of their own; their names."""
-    if preset(config.target).runtime is not Runtime.ORT_CPU:
-        return []
-    return dynamic_lstms(proto, exclude | frozenset(config.exclude_nodes))
 
 
 def unrepresentable(obs: HistogramObserver, lo: float, hi: float, spec: QuantSpec) -> str:

@@ -76,6 +76,7 @@ class Scorer:
         sess = make_session(model, self.threads, lean=True)
         specs = input_specs(sess)
         axes = {s.name: s.batch_axis for s in specs}
+        fixed = fixed_batch(specs) is not None
         out = []
         for b in self.batches:
             feed = make_feed(b, specs)
@@ -83,7 +84,7 @@ class Scorer:
             per_sample = sum(
                 a.size // max(total, 1) if axes[n] is not None else 0 for n, a in feed.items()
             )
-            rows = total if fixed_batch(specs) else max(1, RUN_ELEMENTS // max(per_sample, 1))
+            rows = total if fixed else max(1, RUN_ELEMENTS // max(per_sample, 1))
             parts = [
                 np.asarray(run_feed(sess, take(feed, axes, i, i + rows), specs)[0])
                 for i in range(0, total, rows)
