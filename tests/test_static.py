@@ -245,21 +245,58 @@ def test_constant_operands_of_add_and_mul_are_quantized_unless_sentinels() -> No
 
     consts = [numpy_helper.from_array(np.array(v, np.float32), n)
               for n, v in [("three", 3.0), ("mask", -1e30), ("half", 0.5)]]  # fmt: skip
+    consts.append(numpy_helper.from_array(np.eye(4, dtype=np.float32), "w"))
     graph = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["r"], name="relu"),
          helper.make_node("Add", ["r", "three"], ["a"], name="add3"),
          helper.make_node("Add", ["a", "mask"], ["m"], name="masked"),
          helper.make_node("Mul", ["half", "a"], ["h"], name="halve"),
-         helper.make_node("Sub", ["h", "three"], ["y"], name="sub")],
+         helper.make_node("Sub", ["h", "three"], ["s"], name="sub"),
+         helper.make_node("MatMul", ["s", "w"], ["y"], name="layer")],
         "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
         [helper.make_tensor_value_info(t, TensorProto.FLOAT, [1, 4]) for t in "my"], consts,
     )  # fmt: skip
     sel = select(graph, GraphIndex.of(graph))
-    assert [n.name for n in sel.nodes] == ["add3", "halve"]
+    assert [n.name for n in sel.nodes] == ["add3", "halve", "layer"]
     assert sel.constants == {"three": "r", "half": "a"}
     assert "three" not in sel.observed_tensors() and "half" not in sel.observed_tensors()
     assert "sentinel" in sel.float_nodes["masked"]
     assert "no integer kernel" in sel.float_nodes["sub"]
+
+
+def test_arithmetic_after_the_last_layer_stays_float_unless_full_integer() -> None:
+    """A detector's head: Conv, then box arithmetic (Mul by a stride, Concat with scores) that no
+    layer with weights reads. The arithmetic stays float with the reason; the Add between the
+    two convs (a layer reads it) and the last Conv are quantized; a full-integer target
+    quantizes everything."""
+    from onnx import TensorProto, helper
+
+    from edgequant.exporter.select import TAIL_REASON, select
+    from edgequant.graph.index import GraphIndex
+
+    rng = np.random.default_rng(0)
+    consts = [
+        numpy_helper.from_array(rng.normal(size=(4, 4, 1, 1)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.normal(size=(4, 4, 1, 1)).astype(np.float32), "w2"),
+        numpy_helper.from_array(np.array(8.0, np.float32), "stride"),
+    ]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1"),
+         helper.make_node("Add", ["c1", "x"], ["r"], name="residual"),
+         helper.make_node("Conv", ["r", "w2"], ["c2"], name="conv2"),
+         helper.make_node("Mul", ["c2", "stride"], ["px"], name="to_pixels"),
+         helper.make_node("Sigmoid", ["c1"], ["p"], name="scores"),
+         helper.make_node("Concat", ["px", "p"], ["y"], name="join", axis=1)],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 2, 2])], consts,
+    )  # fmt: skip
+    index = GraphIndex.of(graph)
+    sel = select(graph, index)
+    assert [n.name for n in sel.nodes] == ["conv1", "residual", "conv2"]
+    assert sel.float_nodes["to_pixels"] == TAIL_REASON == sel.float_nodes["join"]
+    assert "c2" in sel.activations  # the Conv's own output stays quantized (QLinearConv)
+    full = select(graph, index, quantize_outputs=True)
+    assert {"to_pixels", "join"} <= {n.name for n in full.nodes}
 
 
 def test_lstm_as_dynamic_quantize_lstm_matches_its_dequantized_weights() -> None:

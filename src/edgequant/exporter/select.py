@@ -82,9 +82,12 @@ def select(
     bad = bad_tensors or {}
     sel = Selection()
     quantized: set[str] = set()
+    feeding = set() if quantize_outputs else feeds_a_layer(graph, index)
     for node in graph.node:
         rule = rule_for(node, index)
         reason = _float_reason(node, rule, index, exclude_nodes, bad, quantized)
+        if reason is None and not quantize_outputs and _tail_arithmetic(node, rule, feeding):
+            reason = TAIL_REASON
         if reason is None and weighted_only and rule is not None and rule.role is not Role.WEIGHTED:
             reason = "not a layer with weights (coverage: weighted)"
         if reason is not None:
@@ -119,6 +122,44 @@ def select(
             if act is not None:
                 sel.read_quantized.add(act.output[0])
     return sel
+
+
+TAIL_REASON = (
+    "after the last layer with weights: no integer layer reads it, so integer arithmetic here "
+    "only adds rounding (a detector's box decoding, say)"
+)
+
+
+def feeds_a_layer(graph: onnx.GraphProto, index: GraphIndex) -> set[str]:
+    """Names of the nodes from which some layer with a constant weight (Conv, Gemm, MatMul)
+    can be reached downstream."""
+    feeding: set[str] = set()
+    for node in reversed(graph.node):  # graph order is topological: readers come later
+        for out in node.output:
+            for reader in index.consumers.get(out, []):
+                if reader.name in feeding or _has_weight(reader, index):
+                    feeding.add(node.name)
+    return feeding
+
+
+def _has_weight(node: onnx.NodeProto, index: GraphIndex) -> bool:
+    rule = rule_for(node, index)
+    return rule is not None and rule.role is Role.WEIGHTED
+
+
+def _tail_arithmetic(node: onnx.NodeProto, rule: OpRule | None, feeding: set[str]) -> bool:
+    """Arithmetic with its own output range (Add, Mul, Concat, pooling) that no layer with
+    weights reads, directly or through other nodes: integer kernels here save no work (their
+    output is dequantized for float readers anyway) and each one rounds to 8 bits again; in a
+    detector's head that is box decoding (anchor offsets, strides, pixels up to the image size)
+    and the concatenation of boxes with 0-1 scores under one scale. Activation x activation
+    MatMuls are compute, not arithmetic, and stay quantized."""
+    return (
+        rule is not None
+        and rule.role in (Role.ELEMENTWISE, Role.OWN_RANGE)
+        and node.op_type != "MatMul"
+        and node.name not in feeding
+    )
 
 
 def _float_reason(

@@ -37,8 +37,22 @@ def data_dir() -> Path:
     return Path(os.environ.get("EDGEQUANT_FASHION_MNIST", DEFAULT_DIR))
 
 
+@dataclass(frozen=True)
+class RawSplit:
+    """Images (N, 28, 28) uint8 as stored; labels (N,) int64."""
+
+    images: NDArray[np.uint8]
+    labels: NDArray[np.int64]
+
+
 def load(split: str = "test") -> Split:
     """Load the 'train' (60,000) or 'test' (10,000) split, normalised for the demo models."""
+    raw = load_raw(split)
+    return Split(normalise(raw.images[:, None]), raw.labels)
+
+
+def load_raw(split: str = "test") -> RawSplit:
+    """The 'train' or 'test' split's pixels as stored (scenes are composed from these)."""
     prefix = {"train": "train", "test": "t10k"}[split]
     root = data_dir()
     images_file = root / f"{prefix}-images-idx3-ubyte.gz"
@@ -50,10 +64,10 @@ def load(split: str = "test") -> Split:
             "holding the four *-ubyte.gz files"
         )
     with gzip.open(images_file) as fh:
-        raw = np.frombuffer(fh.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
+        images = np.frombuffer(fh.read(), np.uint8, offset=16).reshape(-1, 28, 28)
     with gzip.open(labels_file) as fh:
         labels = np.frombuffer(fh.read(), np.uint8, offset=8).astype(np.int64)
-    return Split(normalise(raw), labels)
+    return RawSplit(images, labels)
 
 
 def normalise(images_uint8: NDArray[np.uint8]) -> NDArray[np.float32]:

@@ -35,7 +35,12 @@ class TrainRecipe:
 
     def key(self) -> str:
         """Cache key; bump `version` in the recipe when training code changes its result."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        return recipe_key(self)
+
+
+def recipe_key(recipe: Any) -> str:
+    """A frozen recipe dataclass's cache key: a hash of every field."""
+    return hashlib.sha256(json.dumps(asdict(recipe), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def cache_dir() -> Path:
@@ -54,13 +59,21 @@ def demo_model(
     torch.manual_seed(recipe.seed)  # initial weights too: same recipe, same model, in any process
     model = EdgeCNN(width=recipe.width, expand=recipe.expand)
     path = cache_dir() / f"edgecnn-{recipe.key()}.pt"
+    return cached_weights(model, path, lambda: train(model, recipe, progress))
+
+
+def cached_weights(model: Any, path: Path, train_now: Callable[[], None]) -> Any:
+    """`model` in eval mode with the state_dict cached at `path` (loaded with weights_only=True),
+    else trained by `train_now` and cached (written atomically)."""
+    import torch
+
     if path.is_file():
         try:
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             return model.eval()
         except Exception:
             path.unlink(missing_ok=True)
-    train(model, recipe, progress)
+    train_now()
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
