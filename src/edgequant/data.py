@@ -110,9 +110,26 @@ def _merged_axes(
     return {**axes_of(arrays), **given}
 
 
+@dataclass(frozen=True)
+class Runs:
+    """Feeds recorded from another model's runs, each fed whole (no sample axis: an `If`
+    branch's inputs hold their samples wherever the outer graph put them)."""
+
+    feeds: list[dict[str, NDArray[Any]]]
+
+    def __iter__(self) -> Iterator[dict[str, NDArray[Any]]]:
+        return iter(self.feeds)
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+
 def batch_axes_of(data: Any) -> dict[str, int | None] | None:
-    """The batch axes a dataset of named arrays was given (`ArrayDataset.axes`), which a session
-    takes over the model's symbolic dimensions; None for anything else."""
+    """The batch axes a dataset of named arrays was given (`ArrayDataset.axes`; none for
+    `Runs`), which a session takes over the model's symbolic dimensions; None for anything
+    else."""
+    if isinstance(data, Runs):
+        return {name: None for name in (data.feeds[0] if data.feeds else {})}
     if (
         isinstance(data, ArrayDataset)
         and data.axes is not None

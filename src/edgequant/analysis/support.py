@@ -371,9 +371,11 @@ def _with_bodies(verdicts: list[Verdict]) -> list[Verdict]:
             if inner.op_type in ORT_INTEGER_KERNELS:
                 out.append((inner, True, ""))
             elif inner.op_type in _BODY_COMPUTE:
+                where = f"inside {node.op_type} {node.name or node.output[0]}"
                 why = (
-                    f"inside {node.op_type} {node.name or node.output[0]}: edgequant does not "
-                    "quantize control-flow bodies yet"
+                    f"{where}: a branch stays float when the calibration data never takes it"
+                    if node.op_type == "If"
+                    else f"{where}: edgequant does not quantize Loop and Scan bodies yet"
                 )
                 out.append((inner, False, why))
     return out

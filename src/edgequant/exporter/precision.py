@@ -17,6 +17,7 @@ from edgequant.config import Precision, PTQConfig
 from edgequant.errors import ConfigError
 from edgequant.exporter.select import Selection, data_inputs, rule_for
 from edgequant.graph.index import GraphIndex
+from edgequant.graph.macs import all_nodes
 from edgequant.graph.rules import Role
 from edgequant.spec import QType, QuantSpec, Symmetry
 
@@ -30,8 +31,10 @@ def check_names(
     excluded: tuple[str, ...] = (),
 ) -> None:
     """A precision for a node the graph does not have is a typo, never silently ignored; the
-    message names the option it came from (`exclude_nodes`/--exclude or `layer_precisions`)."""
-    ops = {n.name: n.op_type for n in graph.node}
+    message names the option it came from (`exclude_nodes`/--exclude or `layer_precisions`).
+    Nodes inside `If` branches count: their branch is quantized as a model of its own
+    (`ptq.bodies`), which applies them."""
+    ops = {n.name: n.op_type for n in all_nodes(graph)}
     for option, names in (
         ("exclude_nodes (--exclude)", [n for n in excluded]),
         ("layer_precisions (--layer)", [n for n in precisions if n not in excluded]),

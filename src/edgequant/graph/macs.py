@@ -63,6 +63,9 @@ def _recurrent_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) ->
     if x is None or w is None or r is None or len(x) != 3 or len(w) != 3 or len(r) != 3:
         return None
     seq, batch = (x[1], x[0]) if attribute(node, "layout", 0) else (x[0], x[1])
+    if node.op_type == "DynamicQuantizeLSTM":  # weights stored transposed: (D, I, 4H), (D, H, 4H)
+        directions, inputs, gates_h = w
+        return int(seq * batch * directions * gates_h * (inputs + r[1]))
     directions, gates_h, inputs = w
     return int(seq * batch * directions * gates_h * (inputs + r[2]))
 

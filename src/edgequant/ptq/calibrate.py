@@ -118,6 +118,8 @@ class CalibrationResult:
     held: list[dict[str, NDArray[Any]]] = field(default_factory=list)
     held_back: bool = False
     axes: dict[str, int | None] = field(default_factory=dict)  # each input's batch axis
+    # the `record` tensors of each run, whole (what `If` branches read: `ptq.bodies`)
+    recorded: list[dict[str, NDArray[Any]]] = field(default_factory=list)
 
 
 def calibrate(
@@ -134,6 +136,7 @@ def calibrate(
     statistics: Mapping[str, Any] | None = None,
     memory_budget: int = MEMORY_BUDGET,
     hold_back: int = 0,
+    record: tuple[str, ...] = (),
     progress: ProgressFn = silent,
 ) -> CalibrationResult:
     """Run the model over `data` (batches), observe `tensors` and average `channel_means`
@@ -149,7 +152,7 @@ def calibrate(
     calibration), else the first calibrated ones; their inputs are kept within `memory_budget`."""
     graph_inputs = set(model.input_names)
     stats = dict(statistics or {})
-    wanted = list(dict.fromkeys([*tensors, *channel_means, *keep, *stats]))
+    wanted = list(dict.fromkeys([*tensors, *channel_means, *keep, *stats, *record]))
     inner = [t for t in wanted if t not in graph_inputs]
     session = make_session(model.with_outputs(inner), optimization=Optimization.NONE)
     specs = input_specs(session, batch_axes_of(data))
@@ -161,6 +164,8 @@ def calibrate(
     kept_samples = 0
     non_float: set[str] = set()
     input_ranges: dict[str, tuple[float, float]] = {}
+    recorded: list[dict[str, NDArray[Any]]] = []
+    recorded_bytes = 0
     samples = 0
     fixed = fixed_batch(specs)
     budget = _Budget(memory_budget, fixed is not None)
@@ -182,9 +187,12 @@ def calibrate(
                 {
                     k: v
                     for k, v in part.items()
-                    if k in observers or k in means or k in kept or k in stats
+                    if k in observers or k in means or k in kept or k in stats or k in record
                 }
             )
+            if record and recorded_bytes < 4 * memory_budget:
+                recorded.append({k: np.array(values[k]) for k in record})
+                recorded_bytes += sum(v.nbytes for v in recorded[-1].values())
             room = keep_samples - kept_samples
             if room > 0:
                 for name, parts in kept.items():
@@ -225,6 +233,7 @@ def calibrate(
         held,
         held_back,
         dict(axes),
+        recorded,
     )
 
 

@@ -37,6 +37,7 @@ from edgequant.primitives import fake_quantize
 from edgequant.progress import ProgressFn, silent
 from edgequant.provenance import Provenance
 from edgequant.ptq.bias_correction import correct_biases, correctable
+from edgequant.ptq.bodies import QuantizedBranches, branches, quantize_branches, recorded_tensors
 from edgequant.ptq.calibrate import calibrate
 from edgequant.ptq.equalization import equalize_model
 from edgequant.ptq.smoothquant import smooth_model
@@ -74,6 +75,7 @@ class Calibrated:
     held: list[dict[str, np.ndarray]] = field(default_factory=list)  # the guard's model inputs
     held_back: bool = False  # True: `held` came after the calibrated samples
     axes: dict[str, int | None] = field(default_factory=dict)  # batch axis of each input
+    branches: QuantizedBranches = field(default_factory=QuantizedBranches)  # `If` bodies
 
     def weighted_nodes(self) -> list[onnx.NodeProto]:
         """The quantized nodes with a constant weight (Conv, Gemm, MatMul), in graph order."""
@@ -142,6 +144,7 @@ def calibrate_static(
         raise NothingToQuantizeError(_nothing_message(sel))
     correct = config.bias_correction is BiasCorrection.EMPIRICAL
     ada = config.rounding is Rounding.ADAROUND
+    found = branches(fp32.proto.graph)
     result = calibrate(
         fp32,
         sel.observed_tensors(),
@@ -153,8 +156,11 @@ def calibrate_static(
         keep=tuple(n.input[0] for n in sel.nodes if ada and correctable(n, index)),
         keep_samples=config.rounding_samples if ada else 0,
         hold_back=hold_back,
+        record=recorded_tensors(found),
         progress=progress,
     )
+    bodies = quantize_branches(fp32, config, result.recorded, guarded=hold_back > 0)
+    result.recorded.clear()
     ranges = {
         t: clip_range(obs, config.calibrator, config.activation_spec, config.percentile)
         for t, obs in result.observers.items()
@@ -168,7 +174,7 @@ def calibrate_static(
     cal = Calibrated(
         model.name, fp32, config, ranges, bad, result.channel_means, result.samples, equalized,
         result.kept, smoothed=smoothed, coverage=coverage, held=result.held,
-        held_back=result.held_back, axes=result.axes,
+        held_back=result.held_back, axes=result.axes, branches=bodies,
     )  # fmt: skip
     if ada:  # round every layer at its configured precision now, with progress shown
         index = GraphIndex.of(fp32.proto.graph)
@@ -232,7 +238,7 @@ def plan_calibrated(
         chosen = {n.name for n in sel.nodes}
         plan.float_readers = frozenset(n.name for n in proto.graph.node if n.name not in chosen)
         plan.read_quantized = frozenset(sel.read_quantized)
-    plan.min_opset = max(min_opset(config), plan.min_opset)
+    plan.min_opset = max(min_opset(config), plan.min_opset, cal.branches.opset)
     plan.int32_biases = config.full_integer
     plan.half_nodes = tuple(name for name, p in floats.items() if p is Precision.FP16)
     plan.embeddings = plan_tables(proto.graph, config, frozenset(floats))
@@ -249,6 +255,7 @@ def quantize_calibrated(
     planned = plan_calibrated(cal, exclude, precisions)
     plan, sel, config = planned.plan, planned.selection, cal.config
     proto = write(planned.proto, plan)
+    cal.branches.splice(proto)
     lstms = recurrent_layers(proto, config, frozenset(planned.layers))
     out = Model(proto, f"{cal.model_name}.{_suffix(config, planned.layers)}")
     out.provenance = Provenance(
