@@ -299,6 +299,37 @@ def test_arithmetic_after_the_last_layer_stays_float_unless_full_integer() -> No
     assert {"to_pixels", "join"} <= {n.name for n in full.nodes}
 
 
+def test_a_concat_of_very_different_ranges_keeps_each_part_on_its_own_scale() -> None:
+    """Boxes in pixels (0-640) beside 0-1 scores, concatenated before a layer: one 8-bit scale
+    would leave the scores 2.5 of their 255 steps. The Concat's output stays float with the
+    reason (so does the layer reading it); each part keeps its producer's quantized output.
+    Parts within 16x of each other share a scale as before."""
+    from onnx import TensorProto, helper
+
+    from edgequant.exporter.select import mismatched_concats, select
+    from edgequant.graph.index import GraphIndex
+
+    rng = np.random.default_rng(0)
+    consts = [numpy_helper.from_array(rng.normal(size=(4, 4, 1, 1)).astype(np.float32), w)
+              for w in ("w1", "w2", "w3")]  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["boxes"], name="box_conv"),
+         helper.make_node("Conv", ["x", "w2"], ["scores"], name="score_conv"),
+         helper.make_node("Concat", ["boxes", "scores"], ["joined"], name="join", axis=1),
+         helper.make_node("Conv", ["joined", "w3"], ["y"], name="after")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 2, 2])], consts,
+    )  # fmt: skip
+    ranges = {"x": (-1.0, 1.0), "boxes": (0.0, 640.0), "scores": (0.0, 1.0),
+              "joined": (0.0, 640.0)}  # fmt: skip
+    bad = mismatched_concats(graph, ranges)
+    assert list(bad) == ["joined"] and "640x apart" in bad["joined"]
+    sel = select(graph, GraphIndex.of(graph), bad_tensors=bad)
+    assert sel.float_nodes["join"] == bad["joined"] == sel.float_nodes["after"]
+    assert {"boxes", "scores"} <= set(sel.activations) and "joined" not in sel.activations
+    assert mismatched_concats(graph, {**ranges, "boxes": (0.0, 12.0)}) == {}
+
+
 def test_lstm_as_dynamic_quantize_lstm_matches_its_dequantized_weights() -> None:
     """The rewritten LSTM (int8 rows, stored transposed as ONNX Runtime's kernel reads them)
     computes what the float LSTM computes with the dequantized weights, up to the kernel's

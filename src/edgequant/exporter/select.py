@@ -162,6 +162,37 @@ def _tail_arithmetic(node: onnx.NodeProto, rule: OpRule | None, feeding: set[str
     )
 
 
+# A Concat whose inputs' ranges differ more than this keeps its output float: on one 8-bit scale
+# the narrowest part would keep fewer than 4 of its 8 bits (boxes in pixels beside 0-1 scores)
+CONCAT_RANGE_RATIO = 16.0
+
+
+def mismatched_concats(
+    graph: onnx.GraphProto, ranges: dict[str, tuple[float, float]]
+) -> dict[str, str]:
+    """Output tensor -> reason, for each Concat whose calibrated inputs span ranges too
+    different for one scale: its output stays float and each input keeps the scale its
+    producer gave it."""
+    out = {}
+    for node in graph.node:
+        if node.op_type != "Concat" or not node.output:
+            continue
+        spans = {t: ranges[t] for t in node.input if t in ranges and ranges[t][1] > ranges[t][0]}
+        if len(spans) < 2:
+            continue
+        wide = max(spans, key=lambda t: spans[t][1] - spans[t][0])
+        narrow = min(spans, key=lambda t: spans[t][1] - spans[t][0])
+        ratio = (spans[wide][1] - spans[wide][0]) / (spans[narrow][1] - spans[narrow][0])
+        if ratio > CONCAT_RANGE_RATIO:
+            (a, b), (c, d) = spans[wide], spans[narrow]
+            out[node.output[0]] = (
+                f"joins ranges {ratio:.0f}x apart ([{a:.3g}, {b:.3g}] and [{c:.3g}, {d:.3g}]): "
+                "one 8-bit scale would round the narrow part away, so each part keeps its own "
+                "scale and the Concat runs in float"
+            )
+    return out
+
+
 def _float_reason(
     node: onnx.NodeProto,
     rule: OpRule | None,

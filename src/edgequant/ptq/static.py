@@ -25,7 +25,7 @@ from edgequant.exporter.plan import QuantPlan, TensorQuant
 from edgequant.exporter.planner import aim_weight_spec, plan_static, plan_tables, weight_quant
 from edgequant.exporter.precision import activation_specs, check_names, float_layers, weight_specs
 from edgequant.exporter.recurrent import recurrent_layers
-from edgequant.exporter.select import Selection, rule_for, select
+from edgequant.exporter.select import Selection, mismatched_concats, rule_for, select
 from edgequant.exporter.write import write
 from edgequant.graph.index import GraphIndex
 from edgequant.graph.preprocess import optimize, upgrade_opset
@@ -171,6 +171,8 @@ def calibrate_static(
         reason = unrepresentable(result.observers[t], lo, hi, config.activation_spec)
         if reason:
             bad[t] = reason
+    for t, reason in mismatched_concats(fp32.proto.graph, ranges).items():
+        bad.setdefault(t, reason)
     cal = Calibrated(
         model.name, fp32, config, ranges, bad, result.channel_means, result.samples, equalized,
         result.kept, smoothed=smoothed, coverage=coverage, held=result.held,
