@@ -81,6 +81,36 @@ def test_nodes_inside_a_branch_can_be_excluded_by_name(vad) -> None:
     assert proc.returncode != 0 and "names nodes the model does not have" in proc.stderr
 
 
+def test_a_branch_that_cannot_be_quantized_stays_float_and_says_why(vad, monkeypatch) -> None:
+    """Quantizing inside a branch is an optimisation of a body that already works: any failure
+    there leaves that branch float with a warning naming it, and the model is still written."""
+    import edgequant as eq
+    import edgequant.ptq.guarded as guarded
+    from edgequant.data import Runs
+    from edgequant.errors import EdgeQuantWarning
+
+    folder, calib = vad
+    model = folder / "vad.onnx"
+    if not model.exists():
+        export_voice_activity(model)
+    real = guarded.quantize_static_guarded
+
+    def outer_only(sub, config, data, *args, **kwargs):
+        if isinstance(data, Runs):  # a branch, quantized as a model of its own
+            raise RuntimeError("no kernel for this body")
+        return real(sub, config, data, *args, **kwargs)
+
+    monkeypatch.setattr(guarded, "quantize_static_guarded", outer_only)
+    arrays = dict(np.load(calib))
+    data = eq.ArrayDataset(arrays, axes={"input": 0, "state": 1, "sr": None})
+    with pytest.warns(EdgeQuantWarning, match="/If/then_branch stays float: no kernel"):
+        q = eq.quantize(eq.load(model), calibration=data)
+    branch = next(n for n in q.proto.graph.node if n.op_type == "If")
+    then = next(a.g for a in branch.attribute if a.name == "then_branch")
+    assert "QuantizeLinear" not in {n.op_type for n in then.node}
+    assert any(n.op_type == "QuantizeLinear" for n in q.proto.graph.node)  # the rest is integer
+
+
 @pytest.mark.slow  # four CLI runs end to end
 @pytest.mark.parametrize("method", ["static", "dynamic", "int4", "fp16"])
 def test_every_method_keeps_a_control_flow_graph_valid(vad, method) -> None:

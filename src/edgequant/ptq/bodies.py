@@ -29,7 +29,7 @@ from onnx import helper
 
 from edgequant.config import PTQConfig
 from edgequant.data import Runs
-from edgequant.errors import EdgeQuantError, EdgeQuantWarning, NothingToQuantizeError
+from edgequant.errors import EdgeQuantWarning, NothingToQuantizeError
 from edgequant.graph.index import drop_unread_initializers, rename_reads, subgraph_reads
 from edgequant.model import Model
 
@@ -134,8 +134,9 @@ def quantize_branches(
                     q = quantize_static(sub, sub_config, data)
         except NothingToQuantizeError:
             continue
-        except EdgeQuantError as exc:
-            warnings.warn(f"{branch.key} stays float: {exc}", EdgeQuantWarning, stacklevel=2)
+        except Exception as exc:  # the float branch works: a failure here never loses the model
+            why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            warnings.warn(f"{branch.key} stays float: {why}", EdgeQuantWarning, stacklevel=2)
             continue
         out.bodies[branch.key] = _as_body(q.proto.graph, body, branch, graph)
         for op in q.proto.opset_import:
