@@ -330,6 +330,40 @@ def test_a_concat_of_very_different_ranges_keeps_each_part_on_its_own_scale() ->
     assert mismatched_concats(graph, {**ranges, "boxes": (0.0, 12.0)}) == {}
 
 
+def test_excluding_the_layer_before_a_reshape_needs_no_second_calibration() -> None:
+    """Conv -> Reshape -> Conv: the Reshape's output shares the first Conv's range while that
+    Conv is quantized; excluded (by the user, or by the guard promoting it) the Reshape runs
+    float and the second Conv quantizes the Reshape's output on its own range, which the one
+    calibration pass measured too (it once failed with "no calibrated range")."""
+    from onnx import TensorProto, helper
+
+    from edgequant.ptq.static import calibrate_static, quantize_calibrated
+
+    rng = np.random.default_rng(0)
+    consts = [
+        numpy_helper.from_array(rng.normal(size=(4, 4, 1, 1)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.normal(size=(4, 4, 1, 1)).astype(np.float32), "w2"),
+        numpy_helper.from_array(np.array([1, 4, 2, 2], np.int64), "shape"),
+    ]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["c1"], name="first"),
+         helper.make_node("Reshape", ["c1", "shape"], ["r"], name="move"),
+         helper.make_node("Conv", ["r", "w2"], ["y"], name="second")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 2, 2])], consts,
+    )  # fmt: skip
+    model = eq.Model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    data = [rng.normal(size=(1, 4, 2, 2)).astype(np.float32) for _ in range(16)]
+    cal = calibrate_static(model, eq.PTQConfig(), data)
+    q = quantize_calibrated(cal, frozenset({"first"}))
+    quantized = {n.input[0] for n in q.proto.graph.node if n.op_type == "QuantizeLinear"}
+    assert "r" in quantized and "x" not in quantized
+    x = data[0]
+    ref = make_session(model).run(None, {"x": x})[0]
+    got = make_session(q).run(None, {"x": x})[0]
+    assert 10 * np.log10((ref**2).sum() / ((ref - got) ** 2).sum()) > 30
+
+
 def test_lstm_as_dynamic_quantize_lstm_matches_its_dequantized_weights() -> None:
     """The rewritten LSTM (int8 rows, stored transposed as ONNX Runtime's kernel reads them)
     computes what the float LSTM computes with the dequantized weights, up to the kernel's

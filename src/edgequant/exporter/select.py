@@ -44,10 +44,19 @@ class Selection:
     read_quantized: set[str] = field(default_factory=set)
 
     def observed_tensors(self) -> list[str]:
-        """Tensors whose ranges calibration must measure."""
+        """Tensors whose ranges this selection's plan reads."""
         seen = [t for t in self.activations if t not in self.shared]
         seen += [t for t in self.fold_candidates.values() if t not in seen]
         return seen
+
+    def calibrated_tensors(self) -> list[str]:
+        """Tensors calibration measures: those the plan reads and the outputs of data movement
+        too (a Reshape's output shares its input's range only while the Reshape is quantized;
+        with a node before it excluded, by the guard or the user, it needs its own)."""
+        return [
+            *self.observed_tensors(),
+            *(t for t in self.shared if t not in self.fold_candidates.values()),
+        ]
 
 
 def rule_for(node: onnx.NodeProto, index: GraphIndex) -> OpRule | None:

@@ -147,7 +147,7 @@ def calibrate_static(
     found = branches(fp32.proto.graph)
     result = calibrate(
         fp32,
-        sel.observed_tensors(),
+        sel.calibrated_tensors(),
         calibration,
         num_bins=config.num_bins,
         max_samples=config.max_calibration_samples,
