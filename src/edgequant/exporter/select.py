@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from edgequant.graph.index import GraphIndex, attribute
+from edgequant.graph.index import GraphIndex, attribute, subgraphs
 from edgequant.graph.rules import (
     FOLDABLE_ACTIVATIONS,
     OP_RULES,
@@ -302,6 +302,8 @@ def fold_target(node: onnx.NodeProto, index: GraphIndex) -> onnx.NodeProto | Non
     act = users[0]
     if act.output[0] in index.graph_outputs or not _clips_at_zero(act, index):
         return None
+    if any(subgraphs(reader) for reader in index.consumers.get(act.output[0], [])):
+        return None  # a branch reads the float tensor by name, not through the quantizer
     return act
 
 
