@@ -80,6 +80,10 @@ class QuantizedBranches:
     bodies: dict[str, onnx.GraphProto] = field(default_factory=dict)
     opset: int = 0
     domains: dict[str, int] = field(default_factory=dict)
+    # branch key -> the FP32 values of the outer initializers its body reads by name: the outer
+    # graph's own quantization may rewrite one (a weight shared with a top-level layer becomes
+    # int8), and then the branch gets its own float copy
+    borrowed: dict[str, dict[str, onnx.TensorProto]] = field(default_factory=dict)
 
     def splice(self, proto: onnx.ModelProto) -> None:
         """Put the bodies into their `If` nodes of `proto` (in place); outer weights only the
@@ -87,17 +91,35 @@ class QuantizedBranches:
         if not self.bodies:
             return
         read_before: set[str] = set()
+        current = {i.name: i for i in proto.graph.initializer}
         for node in proto.graph.node:
             for attr in node.attribute:
                 key = f"{node.name}/{attr.name}"
                 if node.op_type == "If" and key in self.bodies:
                     read_before |= set(subgraph_reads(node))
-                    attr.g.CopyFrom(self.bodies[key])
+                    attr.g.CopyFrom(self._own_copies(key, current))
         drop_unread_initializers(proto.graph, read_before)
         have = {o.domain for o in proto.opset_import}
         for domain, version in self.domains.items():
             if domain not in have:
                 proto.opset_import.append(helper.make_opsetid(domain, version))
+
+    def _own_copies(self, key: str, current: Mapping[str, onnx.TensorProto]) -> onnx.GraphProto:
+        """The body of `key`, reading a float copy of its own (named after the branch) of each
+        borrowed outer initializer the written model no longer holds unchanged."""
+        body = onnx.GraphProto()
+        body.CopyFrom(self.bodies[key])
+        renames: dict[str, str] = {}
+        for name, original in self.borrowed.get(key, {}).items():
+            now = current.get(name)
+            if now is None or now.SerializeToString() != original.SerializeToString():
+                copy = onnx.TensorProto()
+                copy.CopyFrom(original)
+                copy.name = renames[name] = f"{key}/{name}"
+                body.initializer.append(copy)
+        for node in body.node:
+            rename_reads(node, renames)
+        return body
 
 
 def quantize_branches(
@@ -138,7 +160,9 @@ def quantize_branches(
             why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             warnings.warn(f"{branch.key} stays float: {why}", EdgeQuantWarning, stacklevel=2)
             continue
-        out.bodies[branch.key] = _as_body(q.proto.graph, body, branch, graph)
+        out.bodies[branch.key] = new = _as_body(q.proto.graph, body, branch, graph)
+        reads = set(subgraph_reads(helper.make_node("If", [], [], graph_body=new)))
+        out.borrowed[branch.key] = {i.name: i for i in graph.initializer if i.name in reads}
         for op in q.proto.opset_import:
             if op.domain in ("", "ai.onnx"):
                 out.opset = max(out.opset, op.version)
