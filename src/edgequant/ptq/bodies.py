@@ -61,10 +61,15 @@ def branches(graph: onnx.GraphProto) -> list[Branch]:
             continue
         for attr in node.attribute:
             if attr.name in BRANCHES and any(n.op_type != "Constant" for n in attr.g.node):
-                probe = helper.make_node("If", [], [], graph_body=attr.g)
-                reads = [r for r in subgraph_reads(probe) if r not in constants]
+                reads = [r for r in outer_reads(attr.g) if r not in constants]
                 found.append(Branch(node.name, attr.name, node.input[0], tuple(reads)))
     return found
+
+
+def outer_reads(body: onnx.GraphProto) -> list[str]:
+    """Tensors of the enclosing graph that `body` reads by name (`graph.index.subgraph_reads`
+    of a node holding it)."""
+    return subgraph_reads(helper.make_node("If", [], [], graph_body=body))
 
 
 def recorded_tensors(found: list[Branch]) -> tuple[str, ...]:
@@ -161,7 +166,7 @@ def quantize_branches(
             warnings.warn(f"{branch.key} stays float: {why}", EdgeQuantWarning, stacklevel=2)
             continue
         out.bodies[branch.key] = new = _as_body(q.proto.graph, body, branch, graph)
-        reads = set(subgraph_reads(helper.make_node("If", [], [], graph_body=new)))
+        reads = set(outer_reads(new))
         out.borrowed[branch.key] = {i.name: i for i in graph.initializer if i.name in reads}
         for op in q.proto.opset_import:
             if op.domain in ("", "ai.onnx"):
@@ -192,8 +197,7 @@ def _standalone(
         )
         for name in branch.reads
     ]
-    probe = helper.make_node("If", [], [], graph_body=body)
-    wanted = set(subgraph_reads(probe))
+    wanted = set(outer_reads(body))
     inits = [i for i in outer.graph.initializer if i.name in wanted]
     for node in outer.graph.node:
         if (

@@ -51,6 +51,7 @@ def _nms(boxes: NDArray, scores: NDArray, classes: NDArray, iou: float) -> NDArr
     """Indices kept by greedy NMS within each class, best score first."""
     shifted = boxes + classes[:, None] * 1e4  # boxes of different classes never overlap
     order = np.argsort(-scores, kind="stable")
+    area = (shifted[:, 2:] - shifted[:, :2]).prod(1)
     keep = []
     while order.size:
         best, rest = order[0], order[1:]
@@ -58,7 +59,6 @@ def _nms(boxes: NDArray, scores: NDArray, classes: NDArray, iou: float) -> NDArr
         lt = np.maximum(shifted[best, :2], shifted[rest, :2])
         rb = np.minimum(shifted[best, 2:], shifted[rest, 2:])
         inter = np.clip(rb - lt, 0, None).prod(1)
-        area = (shifted[:, 2:] - shifted[:, :2]).prod(1)
         overlap = inter / (area[best] + area[rest] - inter + 1e-9)
         order = rest[overlap <= iou]
     return np.asarray(keep, np.int64)
