@@ -79,6 +79,19 @@ def test_nodes_inside_a_branch_can_be_excluded_by_name(vad) -> None:
     assert "LSTM" in ops and "DynamicQuantizeLSTM" not in ops and "QuantizeLinear" in ops
     proc = run_cli(*args, "--exclude", "/at16k/NoSuchNode")
     assert proc.returncode != 0 and "names nodes the model does not have" in proc.stderr
+    # the Gemm is the only layer outside the If: without it the branch still quantizes (the
+    # top level held nothing to quantize and that was refused before), and with every layer
+    # excluded the refusal says the exclusions left nothing
+    proc = run_cli(*args, "--exclude", "/pre/Gemm")
+    assert proc.returncode == 0, proc.stderr
+    proto = onnx.load(str(out))
+    assert "QuantizeLinear" not in {n.op_type for n in proto.graph.node}
+    branch = next(n for n in proto.graph.node if n.op_type == "If")
+    then = next(a.g for a in branch.attribute if a.name == "then_branch")
+    assert "DynamicQuantizeLSTM" in {n.op_type for n in then.node}
+    layers = [f"/at{k}/{n}" for k in ("16k", "8k") for n in ("conv/Conv", "LSTM", "head/Gemm")]
+    proc = run_cli(*args, *(a for name in ["/pre/Gemm", *layers] for a in ("--exclude", name)))
+    assert proc.returncode != 0 and "excluded" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_a_branch_that_cannot_be_quantized_stays_float_and_says_why(vad, monkeypatch) -> None:

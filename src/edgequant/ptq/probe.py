@@ -39,6 +39,8 @@ def probe_model(model: Model, config: PTQConfig) -> Model:
     bad = {t: "not a float32 tensor" for t in produced if t not in floats}
     exclude = frozenset(float_layers(config.precisions))
     sel = select_for(fp32, index, config, coverage, exclude, bad)
+    if not sel.nodes:  # nothing outside `If` branches: the branches are planned by calibration
+        return fp32
     producer = {o: n.op_type for n in graph.node for o in n.output}
     ranges = {
         t: (0.0, 1.0) if producer.get(t) in FOLDABLE_ACTIVATIONS else (-1.0, 1.0)

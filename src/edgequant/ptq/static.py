@@ -86,7 +86,7 @@ class Calibrated:
     def selection(self, exclude: frozenset[str], index: GraphIndex) -> Selection:
         exclude = exclude | frozenset(float_layers(self.config.precisions))
         sel = select_for(self.fp32, index, self.config, self.coverage, exclude, self.bad_tensors)
-        if not sel.nodes:
+        if not sel.nodes and not self.branches.bodies:  # quantized branches are enough
             raise NothingToQuantizeError(_nothing_message(sel))
         return sel
 
@@ -140,11 +140,11 @@ def calibrate_static(
         divisions_as_products(fp32.proto)
     index = GraphIndex.of(fp32.proto.graph)
     sel = select_for(fp32, index, config, coverage, exclude, {})
-    if not sel.nodes:
+    found = branches(fp32.proto.graph)
+    if not sel.nodes and not found:  # else the branches may hold what quantizes
         raise NothingToQuantizeError(_nothing_message(sel))
     correct = config.bias_correction is BiasCorrection.EMPIRICAL
     ada = config.rounding is Rounding.ADAROUND
-    found = branches(fp32.proto.graph)
     result = calibrate(
         fp32,
         sel.calibrated_tensors(),
@@ -364,5 +364,7 @@ def aim_for_target(template: QuantSpec, node: Any, config: PTQConfig) -> QuantSp
 
 
 def _nothing_message(sel: Selection) -> str:
-    ops = sorted({reason for reason in sel.float_nodes.values()})[:3]
+    reasons = set(sel.float_nodes.values())
+    excluded = sorted(r for r in reasons if "exclude" in r)
+    ops = (excluded + sorted(reasons - set(excluded)))[:3]  # the user's own choice first
     return "the model has no operator that static INT8 can quantize (" + "; ".join(ops) + ")"
