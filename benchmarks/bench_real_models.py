@@ -197,8 +197,8 @@ class Detections:
 
     def mean_ap(self, model: eq.Model) -> float:
         """COCO mAP50-95 (pycocotools) of `model`'s detections after NMS, in points."""
+        from edgequant.metrics.detection import coco_map, decode
         from edgequant.runtime.session import make_session
-        from edgequant.zoo.detection_eval import coco_map, decode
 
         name = model.proto.graph.input[0].name
         output = make_session(model).run(None, {name: self.images})[0]

@@ -4,12 +4,14 @@ decoding left in float for the stated reason. mAP by pycocotools against the sce
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
 
+from edgequant.metrics.detection import NmsConfig, _nms, coco_map, decode
 from edgequant.zoo import scenes
-from edgequant.zoo.detection_eval import NmsConfig, _nms, coco_map, decode
 from tests.test_cli import edgequant as run_cli
 
 
@@ -92,6 +94,20 @@ def test_detector_keeps_its_detections_and_decodes_boxes_in_float(tmp_path) -> N
     reference, quantized = mean_ap(src), mean_ap(out)
     assert reference > 0.45  # the detector learned the task
     assert reference - quantized <= 0.015, (reference, quantized)
+    # the same numbers through `edgequant eval --metric map` on a .npz carrying the boxes, and
+    # the one output's fidelity (boxes in pixels beside scores: no class-score agreement)
+    np.savez(tmp_path / "test.npz", **{name: test.images, "targets": test.targets()})
+    proc = run_cli(
+        "eval", str(out), "--data", str(tmp_path / "test.npz"), "--metric", "map",
+        "--reference", str(src), "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["metric"]["name"] == "mAP50-95" and result["metric"]["units"] == "mAP points"
+    assert result["metric"]["value"] == pytest.approx(100 * quantized, abs=1e-6)
+    assert result["reference_metric"]["value"] == pytest.approx(100 * reference, abs=1e-6)
+    (fidelity,) = result["outputs"]
+    assert fidelity["agreement"] is None and result["agreement"] is None
     proto = onnx.load(str(out))
     final = next(n for n in proto.graph.node if n.output[0] == proto.graph.output[0].name)
     assert final.op_type == "Concat"  # boxes and scores joined in float, each at full precision

@@ -86,6 +86,15 @@ _EXPORTS: dict[str, str] = {
     "read_provenance": "edgequant.provenance",
     "FidelityBrief": "edgequant.provenance",
     "FidelityGuard": "edgequant.analysis.fidelity",
+    "Metric": "edgequant.metrics",
+    "MetricValue": "edgequant.metrics",
+    "OutputFidelity": "edgequant.metrics",
+    "TopK": "edgequant.metrics",
+    "MeanAP": "edgequant.metrics",
+    "MeanIoU": "edgequant.metrics",
+    "MeanSquaredError": "edgequant.metrics",
+    "PSNR": "edgequant.metrics",
+    "load_metric": "edgequant.metrics",
 }
 __all__ = sorted([*_EXPORTS, "__version__"])
 
@@ -128,6 +137,17 @@ if TYPE_CHECKING:
     )
     from edgequant.data import ArrayDataset, Dataset, load_data
     from edgequant.errors import EdgeQuantError
+    from edgequant.metrics import (
+        PSNR,
+        MeanAP,
+        MeanIoU,
+        MeanSquaredError,
+        Metric,
+        MetricValue,
+        OutputFidelity,
+        TopK,
+        load_metric,
+    )
     from edgequant.model import Model, load
     from edgequant.provenance import FidelityBrief, Provenance, read_provenance
     from edgequant.ptq import quantize

@@ -45,7 +45,7 @@ class ArrayDataset:
     none for 0-d arrays (`edgequant.batching`)."""
 
     inputs: NDArray[Any] | Mapping[str, NDArray[Any]]
-    labels: NDArray[np.integer] | None = None
+    labels: NDArray[Any] | None = None  # class ids, or any targets (N, ...): boxes, masks
     batch_size: int = 64
     axes: Mapping[str, int | None] | None = None
 
@@ -226,7 +226,7 @@ def _load_array_file(
         if "allow_pickle" in reason:
             reason = "it holds Python objects, which edgequant never unpickles; save numeric arrays"
         raise DataError(f"{path} is not a readable {path.suffix} file: {reason}") from None
-    labels = next((arrays.pop(k) for k in ("labels", "y") if k in arrays), None)
+    labels = next((arrays.pop(k) for k in ("labels", "y", "targets") if k in arrays), None)
     if not arrays:
         raise DataError(
             f"{path} holds only labels: add the input arrays, named after the model's inputs"

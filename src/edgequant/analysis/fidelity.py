@@ -23,11 +23,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from numpy.typing import NDArray
 
 from edgequant.choices import Precision
 from edgequant.errors import ConfigError, NothingToQuantizeError
+from edgequant.metrics.fidelity import OutputFidelity, compare
 from edgequant.progress import ProgressFn, silent
 from edgequant.provenance import FidelityBrief
 
@@ -69,20 +69,11 @@ class FidelityGuard:
             raise ConfigError("max_promoted_share must be in [0, 1]")
 
 
-@dataclass(frozen=True)
-class OutputFidelity:
-    """One output of the quantized model against FP32 over the guard's samples."""
-
-    output: str
-    sqnr_db: float  # -inf when the quantized output holds NaN/Inf where FP32 does not
-    cosine: float
-    agreement: float | None  # top-1 agreement, for class scores (batch, classes)
-    noise_ratio: float  # noise power / signal power (inf with NaN/Inf)
-
-    def passes(self, guard: FidelityGuard) -> bool:
-        return self.sqnr_db >= guard.min_sqnr_db and (
-            self.agreement is None or self.agreement >= guard.min_agreement
-        )
+def passes(m: OutputFidelity, guard: FidelityGuard) -> bool:
+    """Whether one output meets the guard's thresholds."""
+    return m.sqnr_db >= guard.min_sqnr_db and (
+        m.agreement is None or m.agreement >= guard.min_agreement
+    )
 
 
 class Probe:
@@ -156,34 +147,7 @@ def scores_output(model: Model, name: str) -> bool:
 def _compare(
     name: str, outs: list[NDArray[Any]], refs: list[NDArray[Any]], scores: bool = True
 ) -> OutputFidelity:
-    signal = noise = dot = norm_out = 0.0
-    agree = rows = 0
-    classes = scores and all(r.ndim == 2 and r.shape[1] >= 2 and r.dtype.kind == "f" for r in refs)
-    for out, ref in zip(outs, refs, strict=True):
-        o, r = np.asarray(out, np.float64), np.asarray(ref, np.float64)
-        if not np.isfinite(o).all() and np.isfinite(r).all():
-            return OutputFidelity(name, -math.inf, 0.0, 0.0 if classes else None, math.inf)
-        signal += float(np.sum(r * r))
-        noise += float(np.sum((r - o) ** 2))
-        dot += float(np.sum(r * o))
-        norm_out += float(np.sum(o * o))
-        if classes:
-            agree += int((out.argmax(-1) == ref.argmax(-1)).sum())
-            rows += len(ref)
-        elif ref.dtype.kind != "f":  # labels, indices: they must match exactly
-            agree += int(np.sum(out == ref))
-            rows += ref.size
-    ratio = noise / signal if signal > 0 else (0.0 if noise == 0 else math.inf)
-    sqnr = (
-        10 * math.log10(1 / ratio)
-        if 0 < ratio < math.inf
-        else (math.inf if ratio == 0 else -math.inf)
-    )
-    cosine = (
-        dot / math.sqrt(signal * norm_out) if signal > 0 and norm_out > 0 else float(noise == 0)
-    )
-    agreement = agree / rows if rows else None
-    return OutputFidelity(name, sqnr, cosine, agreement, ratio)
+    return compare(name, outs, refs, scores)
 
 
 @dataclass
@@ -213,7 +177,7 @@ def promote_culprits(
     search = Search(before, before)
     current = first
     cap = max(1, math.ceil(guard.max_promoted_share * len(nodes))) if nodes else 0
-    failing = [i for i, m in enumerate(before) if not m.passes(guard)]
+    failing = [i for i, m in enumerate(before) if not passes(m, guard)]
 
     def left() -> bool:
         return time.monotonic() - start < guard.time_budget_s
@@ -226,7 +190,7 @@ def promote_culprits(
         measured = probe.measure(model, quick=True)
         return max(measured[i].noise_ratio for i in failing)
 
-    while any(not m.passes(guard) for m in search.after):
+    while any(not passes(m, guard) for m in search.after):
         if len(search.promoted) >= cap:
             search.stopped = f"{len(search.promoted)} node(s) promoted, the most allowed"
             break
@@ -259,7 +223,7 @@ def brief(
         sqnr_db_before={m.output: _finite(m.sqnr_db) for m in search.before},
         agreement={m.output: m.agreement for m in search.after if m.agreement is not None},
         promoted={k: v.value for k, v in search.promoted.items()},
-        met=all(m.passes(guard) for m in search.after),
+        met=all(passes(m, guard) for m in search.after),
         stopped=search.stopped,
         cosine={m.output: round(m.cosine, 6) for m in search.after if math.isfinite(m.cosine)},
     )

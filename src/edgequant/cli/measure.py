@@ -28,6 +28,11 @@ from edgequant.cli.group import cli
     "--reference", type=click.Path(), help="FP32 model to compare with (agreement, SQNR)."
 )
 @click.option("--layers", is_flag=True, help="Also report per-layer SQNR against --reference.")
+@click.option(
+    "--metric",
+    help="Task metric: top1, top5, map, map50, miou, mse, psnr, or module:function "
+    "(function(outputs by name, targets) -> float). Default: top-1/top-5 of a classifier.",
+)
 @click.option("--mean", help="Image folders: per-channel mean (after scaling to [0, 1]).")
 @click.option("--std", help="Image folders: per-channel std.")
 @batch_axis_option
@@ -38,6 +43,7 @@ def eval_cmd(
     data: str,
     reference: str | None,
     layers: bool,
+    metric: str | None,
     mean: str | None,
     std: str | None,
     batch_axes: tuple[str, ...],
@@ -50,13 +56,20 @@ def eval_cmd(
     \b
     Examples:
       edgequant eval model.int8.onnx --data fashion-mnist --reference model.onnx --layers
+      edgequant eval detector.int8.onnx --data scenes.npz --metric map --reference detector.onnx
+      edgequant eval model.int8.onnx --data val.npz --metric my_metrics:f1 --reference model.onnx
       edgequant eval model.tflite --data fashion-mnist
     """
     import edgequant as eq
+    from edgequant.errors import ConfigError
+    from edgequant.metrics import load_metric
 
     if model.endswith(".tflite"):
+        if metric:
+            raise ConfigError("--metric is for .onnx models; a .tflite gets top-1")
         _eval_tflite(model, data, reference, layers, mean, std, limit, as_json)
         return
+    task = load_metric(metric) if metric else None
     if layers and reference is None:
         raise click.UsageError("--layers needs --reference")
     m = eq.load(model)
@@ -64,9 +77,9 @@ def eval_cmd(
     norm: dict[str, Any] = {"mean": floats(mean), "std": floats(std), "batch_axes": batch_axes}
     dataset = load_for_model(m, data, batch_size=256, limit=limit, **norm)
     with progress_bars(not as_json) as progress:
-        res = eq.evaluate(m, dataset, reference=ref, progress=progress)
+        res = eq.evaluate(m, dataset, reference=ref, metric=task, progress=progress)
     out: dict[str, Any] = res.to_dict()
-    out["not_measured"] = _not_measured(res, data)
+    out["not_measured"] = _not_measured(res, data, metric)
     if layers and ref is not None:
         from edgequant.graph.preprocess import optimize
 
@@ -74,8 +87,23 @@ def eval_cmd(
 
     def human() -> None:
         for k, v in res.to_dict().items():
-            if v is not None:
+            if v is not None and k not in ("metric", "reference_metric", "outputs"):
                 click.echo(f"{k:16s} {v:.4f}" if isinstance(v, float) else f"{k:16s} {v}")
+        for label, value in (("metric", res.metric), ("reference", res.reference_metric)):
+            if value is not None:
+                better = "higher" if value.higher_is_better else "lower"
+                units = f" {value.units}" if value.units else ""
+                click.echo(
+                    f"{label:16s} {value.name} {value.value:.4f}{units} ({better} is better)"
+                )
+        if len(res.outputs) > 1 or (res.outputs and res.outputs[0].agreement is None):
+            click.echo("fidelity to the reference, per output:")
+            for o in res.outputs:
+                agree = f", top-1 agreement {o.agreement:.4f}" if o.agreement is not None else ""
+                click.echo(
+                    f"  {o.output}: SQNR {o.sqnr_db:.1f} dB, cosine {o.cosine:.5f}, "
+                    f"max error {o.max_abs_error:.4g}{agree}"
+                )
         for what in out["not_measured"]:
             click.echo(f"not measured: {what}")
         if layers:
@@ -171,13 +199,20 @@ def bench(
     emit({"results": [r.to_dict() for r in res]}, as_json, human)
 
 
-def _not_measured(res: Any, data: str) -> list[str]:
+def _not_measured(res: Any, data: str, metric: str | None) -> list[str]:
     """What `eval` could not measure with what it was given, said rather than left out."""
     missing = []
-    if res.top1 is None:
-        missing.append(f"accuracy (top-1/top-5): {data} has no labels")
-    if res.agreement is None:
-        missing.append("agreement and SQNR against FP32: give --reference MODEL.onnx")
+    if res.top1 is None and metric is None:
+        missing.append(
+            f"accuracy (top-1/top-5): {data} has no labels (or give --metric for another task)"
+        )
+    if not res.outputs:
+        missing.append("fidelity to FP32 (per output): give --reference MODEL.onnx")
+    elif res.agreement is None and res.metric is None and res.top1 is None:
+        missing.append(
+            "no task metric: fidelity to the reference is the measure (the first output holds "
+            "no class scores to agree on)"
+        )
     return missing
 
 

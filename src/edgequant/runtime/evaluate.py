@@ -5,15 +5,19 @@ All figures come from running the models in ONNX Runtime.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import onnx
 
+from edgequant.analysis.fidelity import scores_output
 from edgequant.data import split_item
 from edgequant.errors import DataError
+from edgequant.metrics.base import Metric, MetricValue, Outputs, as_metric, load_metric, measured
+from edgequant.metrics.fidelity import OutputComparison, OutputFidelity
 from edgequant.model import Model
 from edgequant.progress import ProgressFn, silent
 from edgequant.runtime.session import Optimization, input_specs, make_feed, make_session, run_feed
@@ -21,7 +25,10 @@ from edgequant.runtime.session import Optimization, input_specs, make_feed, make
 
 @dataclass(frozen=True)
 class EvalResult:
-    """top1/top5 in [0, 1] (None without labels); agreement and SQNR against the reference."""
+    """top1/top5 in [0, 1] (None without class-id labels or with a task `metric`); agreement
+    and SQNR of the first output against the reference (agreement only where it holds class
+    scores); `metric` and `reference_metric`: the task metric on the model and the reference;
+    `outputs`: every output's fidelity to the reference."""
 
     samples: int
     top1: float | None
@@ -29,6 +36,9 @@ class EvalResult:
     agreement: float | None = None
     output_sqnr_db: float | None = None
     reference_top1: float | None = None
+    metric: MetricValue | None = None
+    reference_metric: MetricValue | None = None
+    outputs: tuple[OutputFidelity, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -39,50 +49,86 @@ def evaluate(
     data: Iterable[Any],
     *,
     reference: Model | None = None,
+    metric: Metric | Callable[[Outputs, Any], float] | str | None = None,
     threads: int | None = None,
     progress: ProgressFn = silent,
 ) -> EvalResult:
-    """Run `model` (and `reference`, e.g. the FP32 model) over labelled batches."""
+    """Run `model` (and `reference`, e.g. the FP32 model) over batches, each inputs or
+    (inputs, targets).
+
+    `metric` (a `Metric`, a function(outputs by name, targets) -> float over the whole set, or a
+    built-in name such as "map"; `edgequant.metrics`) measures the task on both models. Without
+    one, the first output is read as class scores and top-1/top-5 computed when the targets are
+    class ids (a classifier). With a `reference`, every output is compared with the
+    reference's (SQNR, cosine, largest error; top-1 agreement where it holds class scores)."""
     sess = make_session(model, threads)
     ref = make_session(reference, threads) if reference is not None else None
     specs = input_specs(sess)
     ref_specs = input_specs(ref) if ref is not None else []
+    names = [o.name for o in sess.get_outputs()]
     if ref is not None:
         _check_same_inputs(specs, ref_specs)
-    hits1 = hits5 = ref_hits = agree = n = 0
-    signal = noise = 0.0
+        _check_same_outputs(names, [o.name for o in ref.get_outputs()])
+    task = _task_metric(metric)
+    ref_task = copy.deepcopy(task) if task is not None and ref is not None else None
+    judge = reference if reference is not None else model
+    compared = [OutputComparison(name, scores_output(judge, name)) for name in names]
+    hits1 = hits5 = ref_hits = n = 0
     labelled = True
     for item in data:
-        batch, labels = split_item(item)
+        batch, targets = split_item(item)
         feed = make_feed(batch, specs)
-        logits = np.asarray(run_feed(sess, feed, specs)[0])
-        labelled = labelled and labels is not None
-        if labels is not None:
-            check_labels(labels, logits)
-            hits1 += int((logits.argmax(-1) == labels).sum())
-            hits5 += int(_topk_hits(logits, labels, 5))
+        outs = dict(zip(names, run_feed(sess, feed, specs), strict=True))
+        logits = np.asarray(outs[names[0]])
+        labelled = labelled and targets is not None
+        if task is not None:
+            task.update(outs, targets)
+        elif targets is not None:
+            check_labels(targets, logits)
+            hits1 += int((logits.argmax(-1) == targets).sum())
+            hits5 += int(_topk_hits(logits, targets, 5))
         if ref is not None:
             ref_feed = feed if ref_specs == specs else _reference_feed(batch, ref_specs)
-            ref_logits = np.asarray(run_feed(ref, ref_feed, ref_specs)[0])
-            agree += int((ref_logits.argmax(-1) == logits.argmax(-1)).sum())
-            signal += float(np.sum(ref_logits.astype(np.float64) ** 2))
-            noise += float(np.sum((ref_logits.astype(np.float64) - logits) ** 2))
-            if labels is not None:
-                ref_hits += int((ref_logits.argmax(-1) == labels).sum())
+            ref_outs = dict(zip(names, run_feed(ref, ref_feed, ref_specs, names), strict=True))
+            for acc in compared:
+                acc.update(outs[acc.name], ref_outs[acc.name])
+            if ref_task is not None:
+                ref_task.update(ref_outs, targets)
+            elif targets is not None and task is None:
+                ref_hits += int((np.asarray(ref_outs[names[0]]).argmax(-1) == targets).sum())
         n += len(logits)
         progress("evaluating", n, None)
     if n == 0:
         raise DataError("the evaluation data is empty")
+    fidelity = tuple(acc.result() for acc in compared) if ref is not None else ()
+    classes = labelled and task is None
     return EvalResult(
         samples=n,
-        top1=hits1 / n if labelled else None,
-        top5=hits5 / n if labelled else None,
-        agreement=agree / n if ref is not None else None,
-        output_sqnr_db=(10 * np.log10(signal / noise) if noise > 0 else float("inf"))
-        if ref is not None
-        else None,
-        reference_top1=ref_hits / n if ref is not None and labelled else None,
+        top1=hits1 / n if classes else None,
+        top5=hits5 / n if classes else None,
+        agreement=fidelity[0].agreement if fidelity else None,
+        output_sqnr_db=fidelity[0].sqnr_db if fidelity else None,
+        reference_top1=ref_hits / n if ref is not None and classes else None,
+        metric=measured(task) if task is not None else None,
+        reference_metric=measured(ref_task) if ref_task is not None else None,
+        outputs=fidelity,
     )
+
+
+def _task_metric(metric: Metric | Callable[[Outputs, Any], float] | str | None) -> Metric | None:
+    if metric is None:
+        return None
+    found = load_metric(metric) if isinstance(metric, str) else as_metric(metric)
+    found.reset()
+    return found
+
+
+def _check_same_outputs(ours: list[str], theirs: list[str]) -> None:
+    if ours != theirs:
+        raise DataError(
+            f"the reference model's outputs {theirs} differ from the model's {ours}: give the "
+            "FP32 model this one was made from"
+        )
 
 
 def _reference_feed(batch: Any, specs: Any) -> dict[str, Any]:

@@ -1,0 +1,181 @@
+"""Task metrics (issue 15): built-ins against library-computed values on real outputs, a user's
+metric through the API and the CLI, and per-output fidelity where there is no task metric."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+from sklearn.metrics import jaccard_score, top_k_accuracy_score
+
+import edgequant as eq
+from edgequant.metrics import PSNR, MeanIoU, MeanSquaredError, TopK, load_metric
+from edgequant.runtime.session import make_session
+from tests.test_cli import assert_user_error
+from tests.test_cli import edgequant as run_cli
+
+
+@pytest.fixture(scope="module")
+def scored(fp32_model, fmnist):
+    """The demo CNN's scores on 2,000 real test images, and their labels."""
+    _, test = fmnist
+    images, labels = test.images[:2000], test.labels[:2000]
+    return make_session(fp32_model).run(None, {"input": images})[0], labels
+
+
+def test_top_k_matches_scikit_learn_on_real_scores(scored) -> None:
+    scores, labels = scored
+    for k in (1, 5):
+        metric = TopK(k=k)
+        for i in range(0, len(labels), 500):  # streamed in batches
+            metric.update({"logits": scores[i : i + 500]}, labels[i : i + 500])
+        want = 100 * top_k_accuracy_score(labels, scores, k=k, labels=range(10))
+        assert metric.result() == pytest.approx(want, abs=1e-9)
+        assert metric.units == "%" and metric.higher_is_better
+
+
+def test_mean_iou_matches_scikit_learn_on_masks_from_real_images(fmnist) -> None:
+    """Three-class 'segmentations' of real garments (background, body, bright parts): scores
+    from pixel intensities, masks from thresholds the scores only approximate."""
+    _, test = fmnist
+    x = (test.images[:64, 0] - test.images.min()) / np.ptp(test.images)  # (64, 28, 28) in [0, 1]
+    scores = np.stack([0.3 - x, 0.5 - np.abs(x - 0.45), x - 0.6], axis=1)
+    masks = np.digitize(x, [0.2, 0.7])  # classes 0, 1, 2
+    metric = MeanIoU()
+    for i in range(0, 64, 16):
+        metric.update({"seg": scores[i : i + 16]}, masks[i : i + 16])
+    pred = scores.argmax(1)
+    want = 100 * jaccard_score(masks.ravel(), pred.ravel(), average="macro")
+    assert metric.result() == pytest.approx(want, abs=1e-9)
+    assert 20 < metric.result() < 95  # neither trivial nor perfect
+
+
+def test_mse_and_psnr_are_the_textbook_formulas(fmnist) -> None:
+    _, test = fmnist
+    clean = test.images[:32]
+    noisy = clean + np.random.default_rng(0).normal(0, 0.1, clean.shape).astype(np.float32)
+    mse, psnr = MeanSquaredError(), PSNR(peak=float(np.ptp(clean)))
+    for metric in (mse, psnr):
+        metric.update({"out": noisy[:16]}, clean[:16])
+        metric.update({"out": noisy[16:]}, clean[16:])
+    want = float(np.mean((noisy.astype(np.float64) - clean) ** 2))
+    assert mse.result() == pytest.approx(want, rel=1e-12) and not mse.higher_is_better
+    assert psnr.result() == pytest.approx(
+        10 * np.log10(float(np.ptp(clean)) ** 2 / want), rel=1e-12
+    )
+
+
+def test_evaluate_takes_a_metric_object_a_function_or_a_name(
+    fp32_model, int8_model, test_data, scored
+) -> None:
+    """The same number whichever way the metric is given; the reference is measured too, and
+    the classifier's default top-1 steps aside for the task metric."""
+
+    def correct_share(outputs, targets) -> float:
+        return float((next(iter(outputs.values())).argmax(-1) == targets).mean())
+
+    by_object = eq.evaluate(int8_model, test_data, reference=fp32_model, metric=TopK())
+    by_name = eq.evaluate(int8_model, test_data, metric="top1")
+    by_function = eq.evaluate(int8_model, test_data, metric=correct_share)
+    default = eq.evaluate(int8_model, test_data)
+    assert by_object.metric.value == by_name.metric.value == pytest.approx(100 * default.top1)
+    assert by_function.metric.value == pytest.approx(default.top1)
+    assert by_function.metric.name == "correct_share"
+    assert by_object.top1 is None and by_object.reference_metric.name == "top-1"
+    fp32_top1 = 100 * top_k_accuracy_score(
+        test_data.labels, np.concatenate([scored[0], _scores(fp32_model, test_data, 2000)]),
+        k=1, labels=range(10),
+    )  # fmt: skip
+    assert by_object.reference_metric.value == pytest.approx(fp32_top1)
+    (logits,) = by_object.outputs  # the one output, compared with FP32
+    assert logits.agreement == by_object.agreement and logits.sqnr_db > 20
+
+
+def _scores(model, data, start: int) -> np.ndarray:
+    images = data.inputs[start:]
+    return make_session(model).run(None, {"input": images})[0]
+
+
+def test_user_metric_as_module_function_through_the_cli(model_path, fmnist, tmp_path) -> None:
+    """`--metric module:function` (looked up from the working directory) and `module:Class`
+    (a streaming Metric) give the numbers the same code gives in the API."""
+    _, test = fmnist
+    np.savez(tmp_path / "val.npz", input=test.images[:600], targets=test.labels[:600])
+    (tmp_path / "my_metrics.py").write_text(
+        textwrap.dedent(
+            """
+            import numpy as np
+
+            def wrong_share(outputs, targets):
+                return float((outputs["logits"].argmax(-1) != targets).mean())
+
+            wrong_share.higher_is_better = False
+
+            class Confident:
+                name, units, higher_is_better = "confident", "%", True
+
+                def reset(self):
+                    self.hits = self.n = 0
+
+                def update(self, outputs, targets):
+                    p = np.exp(outputs["logits"] - outputs["logits"].max(-1, keepdims=True))
+                    self.hits += int(((p / p.sum(-1, keepdims=True)).max(-1) > 0.9).sum())
+                    self.n += len(p)
+
+                def result(self):
+                    return 100.0 * self.hits / self.n
+            """
+        )
+    )
+    model = eq.load(model_path)
+    for spec, name, better in (
+        ("my_metrics:wrong_share", "wrong_share", False),
+        ("my_metrics:Confident", "confident", True),
+    ):
+        proc = run_cli(
+            "eval", str(model_path), "--data", "val.npz", "--metric", spec, "--json", cwd=tmp_path
+        )
+        assert proc.returncode == 0, proc.stderr
+        got = json.loads(proc.stdout)["metric"]
+        assert got["name"] == name and got["higher_is_better"] is better
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(tmp_path)
+            want = eq.evaluate(
+                model, eq.load_data(str(tmp_path / "val.npz")), metric=load_metric(spec)
+            )
+        assert got["value"] == pytest.approx(want.metric.value)
+    proc = run_cli("eval", str(model_path), "--data", "val.npz", "--metric", "f2", cwd=tmp_path)
+    assert_user_error(proc, "unknown metric 'f2'", "map")
+    proc = run_cli("eval", str(model_path), "--data", "val.npz", "--metric", "nope:f", cwd=tmp_path)
+    assert_user_error(proc, "cannot load metric 'nope:f'")
+
+
+def test_unlabelled_eval_measures_every_output_against_the_reference(tmp_path) -> None:
+    """A two-output stateful model (speech probability and LSTM state) on real speech, no
+    labels: each output named with its own SQNR and cosine, no agreement (neither output holds
+    class scores), and the output says fidelity is the measure."""
+    from tests.structures import export_voice_activity, speech_chunks
+
+    fp32 = eq.load(export_voice_activity(tmp_path / "vad.onnx"))
+    chunks = speech_chunks(96, samples=512) / 32768.0
+    arrays = {
+        "input": chunks, "state": np.zeros((2, 96, 32), np.float32),
+        "sr": np.array(16000, np.int64),
+    }  # fmt: skip
+    np.savez(tmp_path / "speech.npz", **arrays)
+    axes = {"input": 0, "state": 1, "sr": None}
+    q = eq.quantize(fp32, calibration=eq.ArrayDataset(arrays, batch_size=32, axes=axes))
+    q.save(tmp_path / "vad.int8.onnx")
+    args = ("eval", str(tmp_path / "vad.int8.onnx"), "--data", str(tmp_path / "speech.npz"))
+    proc = run_cli(*args, "--reference", str(tmp_path / "vad.onnx"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    outputs = {o["output"]: o for o in result["outputs"]}
+    assert set(outputs) == {"prob", "stateN"}
+    assert all(o["agreement"] is None and o["sqnr_db"] > 15 for o in outputs.values())
+    assert all(0.99 < o["cosine"] <= 1.0 and o["max_abs_error"] > 0 for o in outputs.values())
+    assert any("fidelity to the reference is the measure" in m for m in result["not_measured"])
+    human = run_cli(*args, "--reference", str(tmp_path / "vad.onnx"))
+    assert "prob: SQNR" in human.stdout and "stateN: SQNR" in human.stdout
