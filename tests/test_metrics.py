@@ -179,3 +179,71 @@ def test_unlabelled_eval_measures_every_output_against_the_reference(tmp_path) -
     assert any("fidelity to the reference is the measure" in m for m in result["not_measured"])
     human = run_cli(*args, "--reference", str(tmp_path / "vad.onnx"))
     assert "prob: SQNR" in human.stdout and "stateN: SQNR" in human.stdout
+
+
+@pytest.mark.slow  # trains the detector if it is not cached (~70 s), then ~25 tuning trials
+def test_tune_keeps_the_detector_within_a_budget_in_map_points(tmp_path) -> None:
+    """`edgequant tune --metric map --max-drop 1.2`: the budget is in mAP50-95 points, every
+    trial says its mAP, and the saved best model measures what its trial says."""
+    import torch
+
+    from edgequant.torch_onnx import to_onnx
+    from edgequant.zoo import scenes
+    from edgequant.zoo.detector_train import detector_model
+
+    fp32 = to_onnx(detector_model(), torch.zeros(1, 1, scenes.SIZE, scenes.SIZE), "detector")
+    src = fp32.save(tmp_path / "detector.onnx")
+    name = fp32.proto.graph.input[0].name
+    np.savez(tmp_path / "calib.npz", **{name: scenes.compose("train", 300, seed=7).images})
+    test = scenes.compose("test", 300, seed=1)
+    np.savez(tmp_path / "scenes.npz", **{name: test.images, "targets": test.targets()})
+    proc = run_cli(
+        "tune", str(src), "--calib", str(tmp_path / "calib.npz"),
+        "--data", str(tmp_path / "scenes.npz"), "--metric", "map", "--max-drop", "1.2",
+        "--precisions", "int8,fp32", "--backend", "local", "-o", str(tmp_path / "tuned"),
+        "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    reference = result["reference_metric"]
+    assert reference["name"] == "mAP50-95" and reference["value"] > 45
+    best = result["best"]
+    assert best is not None and best["drop_points"] <= 1.2
+    assert best["drop_points"] == pytest.approx(reference["value"] - best["metric"])
+    assert best["size_bytes"] < 0.5 * src.stat().st_size  # most layers int8
+    assert any(not t["accurate"] for t in result["trials"])  # the budget did bind
+    again = eq.evaluate(
+        eq.load(tmp_path / "tuned" / "model.tuned.onnx"),
+        eq.ArrayDataset({name: test.images}, test.targets(), batch_size=100),
+        metric="map",
+    )
+    assert again.metric.value == pytest.approx(best["metric"], abs=1e-9)
+    assert "mAP50-95 (mAP points)" in (tmp_path / "tuned" / "tune.md").read_text()
+
+
+@pytest.mark.slow  # about a dozen tuning trials of the demo CNN
+def test_tune_takes_a_user_metric_where_lower_is_better(model_path, fmnist, tmp_path) -> None:
+    """A user's error rate (module:function, `higher_is_better = False`): the drop is how far
+    it rises above FP32's, and the budget holds in those units."""
+    train, test = fmnist
+    np.savez(tmp_path / "calib.npz", input=train.images[:300])
+    np.savez(tmp_path / "val.npz", input=test.images[:1000], targets=test.labels[:1000])
+    (tmp_path / "errors.py").write_text(
+        "def error_pct(outputs, targets):\n"
+        "    return 100.0 * float((outputs['logits'].argmax(-1) != targets).mean())\n\n\n"
+        "error_pct.higher_is_better = False\n"
+    )
+    proc = run_cli(
+        "tune", str(model_path), "--calib", "calib.npz", "--data", "val.npz",
+        "--metric", "errors:error_pct", "--max-drop", "0.5", "--precisions", "int4,int8",
+        "--backend", "local", "-o", "tuned", "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    reference = result["reference_metric"]
+    assert reference["name"] == "error_pct" and reference["higher_is_better"] is False
+    for trial in result["trials"]:
+        assert trial["drop_points"] == pytest.approx(trial["metric"] - reference["value"])
+        assert trial["accurate"] == (trial["drop_points"] <= 0.5 + 1e-9)
+    assert result["best"] is not None and result["best"]["drop_points"] <= 0.5 + 1e-9
+    assert all(t["top1"] is None for t in result["trials"])  # no top-1 claimed for a task metric

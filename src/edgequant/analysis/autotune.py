@@ -35,6 +35,7 @@ from typing import Any
 from edgequant.analysis.trials import Backend, Measured, TrialRunner
 from edgequant.config import Method, Precision, PTQConfig
 from edgequant.errors import ConfigError, DataError
+from edgequant.metrics.base import MetricValue
 from edgequant.model import Model
 from edgequant.outputs import resolve_output_dir
 from edgequant.progress import ProgressFn, silent
@@ -47,7 +48,11 @@ LADDER = tuple(Precision)  # smallest to most accurate
 class TuneConfig:
     """Budgets and search space of `tune`.
 
-    max_accuracy_drop: top-1 points below FP32 allowed (0.5 = half a point).
+    max_accuracy_drop: how far below FP32 the task metric may fall, in its units: top-1 points
+        by default (0.5 = half a point), mAP points with metric "map", dB with "psnr"; for a
+        metric where lower is better (MSE, an error rate), how far above.
+    metric: the task metric (`edgequant.metrics`): a built-in name ("map", "miou", ...) or
+        "module:function"; None: top-1 of a classifier (the first output, class-id labels).
     max_size_bytes / max_latency_ratio: optional; latency is quantized / FP32 median at
         `latency_batch`, timed one model at a time in this process.
     time_budget_s / max_trials: the search stops before a trial that would start past either.
@@ -56,6 +61,7 @@ class TuneConfig:
     """
 
     max_accuracy_drop: float = 0.5
+    metric: str | None = None
     max_size_bytes: int | None = None
     max_latency_ratio: float | None = None
     latency_batch: int = 1
@@ -72,7 +78,7 @@ class TuneConfig:
             raise ConfigError("precisions needs at least two different precisions")
         object.__setattr__(self, "precisions", tuple(sorted(ladder, key=LADDER.index)))
         if self.max_accuracy_drop < 0:
-            raise ConfigError("max_accuracy_drop must be >= 0 (top-1 points)")
+            raise ConfigError("max_accuracy_drop must be >= 0 (in the metric's units)")
         if self.time_budget_s <= 0 or self.max_trials < 1:
             raise ConfigError("the time budget and max_trials must be positive")
         if self.max_latency_ratio is not None and self.max_latency_ratio <= 0:
@@ -101,7 +107,7 @@ class Trial:
     index: int
     stage: str
     precisions: dict[str, str]  # layer -> precision value
-    top1: float
+    top1: float | None  # None with a task metric (`metric`)
     drop_points: float
     agreement: float
     sqnr_db: float
@@ -110,6 +116,7 @@ class Trial:
     accurate: bool  # within the accuracy budget
     within: bool  # within every budget
     elapsed_s: float  # since the start of the run
+    metric: float | None = None  # the task metric (TuneConfig.metric), in its units
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -123,7 +130,7 @@ class TuneResult:
     """Every trial, the best (smallest within all budgets) and why the search stopped."""
 
     config: TuneConfig
-    reference_top1: float
+    reference_top1: float | None  # None with a task metric
     fp32_size_bytes: int
     samples: int
     trials: list[Trial] = field(default_factory=list)
@@ -132,6 +139,7 @@ class TuneResult:
     seconds: float = 0.0
     best_path: Path | None = None
     best_support: SupportBrief | None = None  # operator support of the best model
+    reference_metric: MetricValue | None = None  # FP32's task metric (TuneConfig.metric)
 
     def sentence(self) -> str:
         if self.best is None:
@@ -140,18 +148,41 @@ class TuneResult:
             )
         b = self.best
         mix = ", ".join(f"{n} {p}" for p, n in sorted(b.counts().items()))
+        if self.reference_metric is not None and b.metric is not None:
+            m = self.reference_metric
+            worse = "below" if m.higher_is_better else "above"
+            better = "above" if m.higher_is_better else "below"
+            task = (
+                f"{m.name} {b.metric:.4g} {m.units} ({abs(b.drop_points):.4g} "
+                f"{worse if b.drop_points >= 0 else better} FP32 {m.value:.4g})"
+            )
+        else:
+            assert self.reference_top1 is not None and b.top1 is not None
+            task = (
+                f"top-1 {100 * b.top1:.2f}% ({abs(b.drop_points):.2f} points "
+                f"{'below' if b.drop_points >= 0 else 'above'} FP32 "
+                f"{100 * self.reference_top1:.2f}%)"
+            )
         return (
             f"Best: {mix} layers; {100 * b.size_bytes / self.fp32_size_bytes:.1f}% of FP32 size, "
-            f"top-1 {100 * b.top1:.2f}% ({abs(b.drop_points):.2f} points "
-            f"{'below' if b.drop_points >= 0 else 'above'} FP32 "
-            f"{100 * self.reference_top1:.2f}%), found in trial {b.index} of "
-            f"{len(self.trials)}; stopped: {self.stop_reason}."
+            f"{task}, found in trial {b.index} of {len(self.trials)}; stopped: "
+            f"{self.stop_reason}."
         )
+
+    def task_label(self) -> str:
+        """What the drop is measured in, for reports: "top-1 points", "mAP50-95 (mAP points)"."""
+        m = self.reference_metric
+        if m is None:
+            return "top-1 points"
+        return f"{m.name} ({m.units})" if m.units else m.name
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "config": self.config.to_dict(),
             "reference_top1": self.reference_top1,
+            "reference_metric": None
+            if self.reference_metric is None
+            else asdict(self.reference_metric),
             "fp32_size_bytes": self.fp32_size_bytes,
             "samples": self.samples,
             "stop_reason": self.stop_reason,
@@ -179,8 +210,9 @@ def tune(
 ) -> TuneResult:
     """Search per-layer precisions of `model` for the smallest model within `config`'s budgets.
 
-    `data` is labelled (inputs, labels) batches: a validation set of a few thousand samples
-    (kept in memory with the FP32 outputs). The best model so far is always in
+    `data` is (inputs, targets) batches: class ids for top-1, or what `config.metric` reads
+    (boxes for mAP, ...); a validation set of a few thousand samples (kept in memory with the
+    FP32 outputs). The best model so far is always in
     `out_dir/model.tuned.onnx` with `tune.md`/`tune.json`/`tune.png` beside it; a Ctrl-C ends
     the search and returns the result with stop_reason "interrupted".
     """
@@ -193,13 +225,14 @@ def tune(
     resolve_output_dir(folder)
     start = time.perf_counter()
     calibrated = calibrate_static(model, config.ptq, calibration, progress)
-    scorer = Scorer(calibrated.fp32, data)
-    if scorer.reference_top1 is None:
+    scorer = Scorer(calibrated.fp32, data, metric=config.metric)
+    if scorer.reference_top1 is None and scorer.reference_metric is None:
         raise DataError(
             "tuning needs labelled data (inputs and labels) to measure the accuracy drop"
         )
     layers = [n.name for n in calibrated.weighted_nodes()]
     result = TuneResult(config, scorer.reference_top1, calibrated.fp32.size_bytes, scorer.samples)
+    result.reference_metric = scorer.reference_metric
     search = _Search(config, calibrated, scorer, layers, result, folder, start, progress, model)
     try:
         search.prepare_rounding()
@@ -325,7 +358,12 @@ class _Search:
 
     def _record(self, job: dict[str, Precision], m: Measured, stage: str) -> None:
         config, result = self.config, self.result
-        drop = 100 * (result.reference_top1 - m.top1)
+        task = result.reference_metric
+        if task is not None and m.metric is not None:  # in the metric's units, worse is positive
+            drop = (task.value - m.metric) * (1 if task.higher_is_better else -1)
+        else:
+            assert result.reference_top1 is not None and m.top1 is not None
+            drop = 100 * (result.reference_top1 - m.top1)
         accurate = drop <= config.max_accuracy_drop + 1e-9
         fits = config.max_size_bytes is None or m.size_bytes <= config.max_size_bytes
         best = result.best
@@ -339,7 +377,7 @@ class _Search:
         trial = Trial(
             len(result.trials) + 1, stage, {n: job[n].value for n in self.layers},
             m.top1, drop, m.agreement, m.sqnr_db, m.size_bytes, latency,
-            accurate, accurate and fits and fast, time.perf_counter() - self.start,
+            accurate, accurate and fits and fast, time.perf_counter() - self.start, m.metric,
         )  # fmt: skip
         result.trials.append(trial)
         self.seen[self._key(job)] = trial

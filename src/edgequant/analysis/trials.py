@@ -28,10 +28,11 @@ if TYPE_CHECKING:
 class Measured:
     """What one trial measured on the model built from its precision map."""
 
-    top1: float
+    top1: float | None  # None with a task metric
     agreement: float
     sqnr_db: float
     size_bytes: int
+    metric: float | None = None  # the task metric, in its units (TuneConfig.metric)
 
 
 def measure(
@@ -42,7 +43,7 @@ def measure(
 
     model = quantize_calibrated(calibrated, precisions=precisions)
     score = scorer.score(model)
-    return Measured(score.top1 or 0.0, score.agreement, score.sqnr_db, model.size_bytes)
+    return Measured(score.top1, score.agreement, score.sqnr_db, model.size_bytes, score.metric)
 
 
 class TrialRunner:

@@ -44,8 +44,13 @@ def parse_size(text: str) -> int:
 @click.option("--calib", required=True, help="Calibration data (as for quantize).")
 @click.option(
     "--max-drop", type=NON_NEGATIVE, default=0.5, show_default=True,
-    help="Top-1 points below FP32 allowed.",
+    help="How far below FP32 the metric may fall, in its units (top-1 points by default).",
 )  # fmt: skip
+@click.option(
+    "--metric",
+    help="Task metric the budget is in: top1, map, map50, miou, mse, psnr, or module:function "
+    "(as for eval). Default: top-1 of a classifier.",
+)
 @click.option("--max-size", help="Largest model allowed, e.g. 300KB or 1.5MB.")
 @click.option("--max-latency", type=POSITIVE, help="Latency budget, as a ratio to FP32 (e.g. 0.8).")
 @click.option(
@@ -96,6 +101,7 @@ def tune(
     data: str,
     calib: str,
     max_drop: float,
+    metric: str | None,
     max_size: str | None,
     max_latency: float | None,
     latency_batch: int,
@@ -114,13 +120,15 @@ def tune(
     out: str,
     as_json: bool,
 ) -> None:
-    """Choose a precision per layer of MODEL: the smallest model whose top-1 stays within
-    --max-drop points of FP32 (and --max-size / --max-latency). The best model so far and its
-    report are always in the output folder, also after a budget runs out or Ctrl-C.
+    """Choose a precision per layer of MODEL: the smallest model whose task metric (top-1, or
+    --metric) stays within --max-drop of FP32 (and --max-size / --max-latency). The best model
+    so far and its report are always in the output folder, also after a budget runs out or
+    Ctrl-C.
 
     \b
     Examples:
       edgequant tune model.onnx --calib calib.npz --data val.npz --max-drop 0.5
+      edgequant tune detector.onnx --calib calib.npz --data scenes.npz --metric map --max-drop 1
       edgequant tune model.onnx --calib fashion-mnist:train --data fashion-mnist --max-size 800KB
     """
     import edgequant as eq
@@ -137,8 +145,13 @@ def tune(
         max_calibration_samples=samples,
         rounding=eq.Rounding.ADAROUND if adaround else eq.Rounding.NEAREST,
     )
+    if metric is not None:
+        from edgequant.metrics import load_metric
+
+        load_metric(metric)  # a typo is said now, not after calibration
     config = eq.TuneConfig(
         max_accuracy_drop=max_drop,
+        metric=metric,
         max_size_bytes=parse_size(max_size) if max_size else None,
         max_latency_ratio=max_latency,
         latency_batch=latency_batch,

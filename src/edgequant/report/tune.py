@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgequant.analysis.autotune import TuneResult
+from edgequant.analysis.autotune import Trial, TuneResult
 from edgequant.outputs import write_atomic
 from edgequant.report.figure import save_figure
 
 
 def trials_table(result: TuneResult, limit: int | None = None) -> str:
     """Markdown table of the trials, in the order they ran."""
+    task = result.reference_metric
+    value = "top-1 %" if task is None else f"{task.name} {task.units}".strip()
     lines = [
-        "| trial | stage | layers | size % of FP32 | top-1 % | drop (points) | agree % "
-        "| SQNR dB | latency x FP32 | within budget |",
+        f"| trial | stage | layers | size % of FP32 | {value} | drop ({result.task_label()}) "
+        "| agree % | SQNR dB | latency x FP32 | within budget |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     best = result.best.index if result.best else None
@@ -24,7 +26,8 @@ def trials_table(result: TuneResult, limit: int | None = None) -> str:
         mark = "**best**" if t.index == best else ("yes" if t.within else "no")
         lines.append(
             f"| {t.index} | {t.stage} | {mix} | {100 * t.size_bytes / result.fp32_size_bytes:.1f} "
-            f"| {100 * t.top1:.2f} | {t.drop_points:+.2f} | {100 * t.agreement:.2f} "
+            f"| {_value(t):.4g} | {t.drop_points:+.2f} "
+            f"| {100 * t.agreement:.2f} "
             f"| {t.sqnr_db:.1f} | {lat} | {mark} |"
         )
     return "\n".join(lines)
@@ -36,7 +39,7 @@ def write_tune_report(result: TuneResult, folder: Path) -> dict[str, Path]:
     if result.trials:
         _plot(result, plot)
     c = result.config
-    budgets = [f"top-1 drop <= {c.max_accuracy_drop} points"]
+    budgets = [f"drop <= {c.max_accuracy_drop} ({result.task_label()})"]
     if c.max_size_bytes is not None:
         budgets.append(f"size <= {c.max_size_bytes:,} bytes")
     if c.max_latency_ratio is not None:
@@ -55,7 +58,7 @@ def write_tune_report(result: TuneResult, folder: Path) -> dict[str, Path]:
         f"# Mixed-precision tuning\n\n{result.sentence()}\n\n"
         f"Budgets: {'; '.join(budgets)}. Precisions: "
         f"{' < '.join(p.value for p in c.precisions)}. Measured on {result.samples:,} labelled "
-        f"samples (FP32 top-1 {100 * result.reference_top1:.2f}%); {len(result.trials)} trials "
+        f"samples (FP32 {_reference(result)}); {len(result.trials)} trials "
         f"in {result.seconds:.0f} s.\n\n{trials_table(result)}\n\n"
         + (f"![trials]({plot.name})\n\n" if result.trials else "")
         + best
@@ -63,6 +66,22 @@ def write_tune_report(result: TuneResult, folder: Path) -> dict[str, Path]:
     write_atomic(folder / "tune.md", md.encode())
     write_atomic(folder / "tune.json", (json.dumps(result.to_dict(), indent=2) + "\n").encode())
     return {"markdown": folder / "tune.md", "json": folder / "tune.json", "plot": plot}
+
+
+def _value(trial: Trial) -> float:
+    """The trial's task metric, or its top-1 in %."""
+    if trial.metric is not None:
+        return trial.metric
+    assert trial.top1 is not None
+    return 100 * trial.top1
+
+
+def _reference(result: TuneResult) -> str:
+    m = result.reference_metric
+    if m is not None:
+        return f"{m.name} {m.value:.4g} {m.units}".strip()
+    assert result.reference_top1 is not None
+    return f"top-1 {100 * result.reference_top1:.2f}%"
 
 
 def _plot(result: TuneResult, path: Path) -> None:
@@ -85,7 +104,7 @@ def _plot(result: TuneResult, path: Path) -> None:
             s=120, facecolors="none", edgecolors="tab:red", label="best",
         )  # fmt: skip
     ax.set_xlabel("size (% of FP32)")
-    ax.set_ylabel("top-1 drop (points below FP32)")
+    ax.set_ylabel(f"drop below FP32 ({result.task_label()})")
     ax.set_title("Tuning trials (green: within every budget)")
     ax.grid(alpha=0.3)
     ax.legend()

@@ -17,6 +17,7 @@ import numpy as np
 from edgequant.batching import count, take
 from edgequant.data import split_item
 from edgequant.errors import DataError
+from edgequant.metrics.base import MetricValue, load_metric, measured
 from edgequant.model import Model
 from edgequant.runtime.session import fixed_batch, input_specs, make_feed, make_session, run_feed
 
@@ -27,22 +28,32 @@ RUN_ELEMENTS = 2**20
 
 @dataclass(frozen=True)
 class Score:
-    """top1 in [0, 1] (None without labels); agreement of top-1 with FP32; output SQNR
-    against FP32 in dB."""
+    """top1 in [0, 1] (None without labels, or with a task metric); agreement of top-1 with
+    FP32; output SQNR against FP32 in dB; `metric`: the task metric's value in its own units
+    (None without one)."""
 
     top1: float | None
     agreement: float
     sqnr_db: float
+    metric: float | None = None
 
 
 class Scorer:
-    """FP32 outputs (and labels, when the data has them) of `data`, for scoring candidates with
-    one run each."""
+    """FP32 outputs (and targets, when the data has them) of `data`, for scoring candidates
+    with one run each. `metric` (a built-in name or module:function, `edgequant.metrics`)
+    scores the task; without it the first output is read as class scores (top-1)."""
 
-    def __init__(self, reference: Model, data: Iterable[Any], threads: int | None = None) -> None:
+    def __init__(
+        self,
+        reference: Model,
+        data: Iterable[Any],
+        threads: int | None = None,
+        metric: str | None = None,
+    ) -> None:
         self.threads = threads
+        self.metric = metric
         self.batches: list[Any] = []
-        self.labels: list[np.ndarray] = []
+        self.labels: list[Any] = []
         labelled = True
         for item in data:
             batch, labels = split_item(item)
@@ -53,28 +64,48 @@ class Scorer:
         if not self.batches:
             raise DataError("the evaluation data is empty")
         self.labelled = labelled
-        self.reference = self._outputs(reference)
+        outputs = self._outputs(reference)
+        self.reference = [next(iter(o.values())) for o in outputs]
         self.samples = sum(len(o) for o in self.reference)
-        self.reference_top1 = self._hits(self.reference) / self.samples if labelled else None
+        self.reference_metric: MetricValue | None = None
+        self.reference_top1: float | None = None
+        if metric is not None:
+            self.reference_metric = self._task(outputs)
+        elif labelled:
+            self.reference_top1 = self._hits(self.reference) / self.samples
 
     def score(self, model: Model) -> Score:
         outputs = self._outputs(model)
+        first = [next(iter(o.values())) for o in outputs]
         signal = noise = 0.0
         agree = 0
-        for out, ref in zip(outputs, self.reference, strict=True):
+        for out, ref in zip(first, self.reference, strict=True):
             agree += int((out.argmax(-1) == ref.argmax(-1)).sum())
             signal += float(np.sum(ref.astype(np.float64) ** 2))
             noise += float(np.sum((ref.astype(np.float64) - out) ** 2))
         sqnr = 10 * np.log10(signal / noise) if noise > 0 else float("inf")
-        top1 = self._hits(outputs) / self.samples if self.labelled else None
+        if self.metric is not None:
+            return Score(None, agree / self.samples, float(sqnr), self._task(outputs).value)
+        top1 = self._hits(first) / self.samples if self.labelled else None
         return Score(top1, agree / self.samples, float(sqnr))
 
-    def _outputs(self, model: Model) -> list[np.ndarray]:
-        """Output 0 per batch. A lean session (no arena), and batches run a few samples at a
-        time where a sample is large: `analyze` on EfficientNet-Lite2 held 5.4 GB running
-        128 images at once in every candidate's session."""
+    def _task(self, outputs: list[dict[str, np.ndarray]]) -> MetricValue:
+        assert self.metric is not None
+        metric = load_metric(self.metric)
+        metric.reset()
+        for i, out in enumerate(outputs):
+            metric.update(out, self.labels[i] if self.labelled else None)
+        return measured(metric)
+
+    def _outputs(self, model: Model) -> list[dict[str, np.ndarray]]:
+        """Every output per batch, by name (only the first unless a task metric reads them).
+        A lean session (no arena), and batches run a few samples at a time where a sample is
+        large: `analyze` on EfficientNet-Lite2 held 5.4 GB running 128 images at once in every
+        candidate's session."""
         sess = make_session(model, self.threads, lean=True)
         specs = input_specs(sess)
+        names = [o.name for o in sess.get_outputs()]
+        names = names if self.metric is not None else names[:1]
         axes = {s.name: s.batch_axis for s in specs}
         fixed = fixed_batch(specs) is not None
         out = []
@@ -86,10 +117,17 @@ class Scorer:
             )
             rows = total if fixed else max(1, RUN_ELEMENTS // max(per_sample, 1))
             parts = [
-                np.asarray(run_feed(sess, take(feed, axes, i, i + rows), specs)[0])
+                run_feed(sess, take(feed, axes, i, i + rows), specs, names)
                 for i in range(0, total, rows)
             ]
-            out.append(parts[0] if len(parts) == 1 else np.concatenate(parts))
+            out.append(
+                {
+                    name: np.concatenate([np.asarray(p[k]) for p in parts])
+                    if len(parts) > 1
+                    else np.asarray(parts[0][k])
+                    for k, name in enumerate(names)
+                }
+            )
         return out
 
     def _hits(self, outputs: list[np.ndarray]) -> int:
