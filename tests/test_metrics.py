@@ -247,3 +247,34 @@ def test_tune_takes_a_user_metric_where_lower_is_better(model_path, fmnist, tmp_
         assert trial["accurate"] == (trial["drop_points"] <= 0.5 + 1e-9)
     assert result["best"] is not None and result["best"]["drop_points"] <= 0.5 + 1e-9
     assert all(t["top1"] is None for t in result["trials"])  # no top-1 claimed for a task metric
+
+
+@pytest.mark.slow  # 31 builds of the detector, each measured by mAP on 200 scenes
+def test_analyze_ranks_the_detectors_layers_by_map(tmp_path) -> None:
+    """`edgequant analyze --metric map`: each layer quantized alone is measured in mAP points
+    and the ranking follows the mAP it costs; the report's table is in mAP."""
+    import torch
+
+    from edgequant.torch_onnx import to_onnx
+    from edgequant.zoo import scenes
+    from edgequant.zoo.detector_train import detector_model
+
+    fp32 = to_onnx(detector_model(), torch.zeros(1, 1, scenes.SIZE, scenes.SIZE), "detector")
+    src = fp32.save(tmp_path / "detector.onnx")
+    name = fp32.proto.graph.input[0].name
+    np.savez(tmp_path / "calib.npz", **{name: scenes.compose("train", 200, seed=7).images})
+    test = scenes.compose("test", 200, seed=1)
+    np.savez(tmp_path / "scenes.npz", **{name: test.images, "targets": test.targets()})
+    proc = run_cli(
+        "analyze", str(src), "--calib", str(tmp_path / "calib.npz"),
+        "--data", str(tmp_path / "scenes.npz"), "--metric", "map",
+        "-o", str(tmp_path / "analysis"), "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    reference = report["reference_metric"]["value"]
+    costs = [reference - layer["alone_metric"] for layer in report["layers"]]
+    assert len(costs) == 15 and costs == sorted(costs, reverse=True)
+    assert costs[0] > 0.5 and costs[0] > 2 * costs[-1]  # some layers cost far more than others
+    assert report["quantized_metric"] < reference and report["quantized_top1"] is None
+    assert "mAP50-95 mAP points" in (tmp_path / "analysis" / "sensitivity.md").read_text()

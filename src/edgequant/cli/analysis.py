@@ -35,6 +35,11 @@ from edgequant.cli.group import cli
     help="Weights int8 or int4 (per-channel), activations 8-bit.",
 )
 @click.option("--per-tensor", is_flag=True, help="One weight scale per tensor.")
+@click.option(
+    "--metric",
+    help="Rank layers by this task metric: top1, map, map50, miou, mse, psnr, or "
+    "module:function (as for eval). Default: output SQNR, top-1 beside it.",
+)
 @click.option("--samples", type=COUNT, default=500, show_default=True, help="Calibration samples.")
 @click.option(
     "--limit", type=COUNT, default=2000, show_default=True,
@@ -52,6 +57,7 @@ def analyze(
     calib: str,
     precision: str,
     per_tensor: bool,
+    metric: str | None,
     samples: int,
     limit: int,
     mean: str | None,
@@ -68,6 +74,7 @@ def analyze(
     Examples:
       edgequant analyze model.onnx --calib calib.npz --data test.npz
       edgequant analyze model.onnx --calib fashion-mnist:train --data fashion-mnist --precision w4a8
+      edgequant analyze detector.onnx --calib calib.npz --data scenes.npz --metric map
     """
     import edgequant as eq
     from edgequant.outputs import check_report_dir, resolve_output_dir
@@ -75,6 +82,10 @@ def analyze(
 
     folder = Path(out)
     check_report_dir(folder)
+    if metric is not None:
+        from edgequant.metrics import load_metric
+
+        load_metric(metric)  # a typo is said now, not after calibration
     fp32 = eq.load(model)
     config = (eq.PTQConfig.w4a8 if precision == "w4a8" else eq.PTQConfig.int8)(
         per_channel=not per_tensor, max_calibration_samples=samples
@@ -83,7 +94,9 @@ def analyze(
     calibration = load_for_model(fp32, calib, batch_size=100, limit=samples, **norm)
     labelled = load_for_model(fp32, data, batch_size=500, limit=limit, **norm)
     with progress_bars(not as_json) as progress:
-        report = eq.analyze(fp32, config, calibration=calibration, data=labelled, progress=progress)
+        report = eq.analyze(
+            fp32, config, calibration=calibration, data=labelled, metric=metric, progress=progress
+        )
     files = write_sensitivity_report(report, resolve_output_dir(folder))
 
     def human() -> None:

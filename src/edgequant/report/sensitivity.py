@@ -16,6 +16,20 @@ def sensitivity_table(report: SensitivityReport, limit: int | None = None) -> st
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{100 * x:.2f}"
 
+    task = report.reference_metric
+    if task is not None:  # the task metric in its units, in place of top-1
+        head = f"{task.name} {task.units}".strip()
+        lines = [
+            f"| rank | layer | op | alone: {head} | alone: SQNR dB | all but this: {head} "
+            "| all but this: SQNR dB |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for rank, r in enumerate(report.layers[:limit], 1):
+            lines.append(
+                f"| {rank} | {r.node} | {r.op_type} | {_num(r.alone_metric)} "
+                f"| {r.alone_sqnr_db:.1f} | {_num(r.without_metric)} | {r.without_sqnr_db:.1f} |"
+            )
+        return "\n".join(lines)
     lines = [
         "| rank | layer | op | alone: SQNR dB | alone: top-1 % | alone: agree % "
         "| all but this: top-1 % | all but this: SQNR dB |",
@@ -29,13 +43,23 @@ def sensitivity_table(report: SensitivityReport, limit: int | None = None) -> st
     return "\n".join(lines)
 
 
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
 def write_sensitivity_report(report: SensitivityReport, folder: Path) -> dict[str, Path]:
     """Write the report files into `folder` (atomically) and return their paths."""
     plot = folder / "sensitivity.png"
     _plot(report, plot)
+    task = report.reference_metric
+    first = (
+        f"FP32 top-1 {_pct(report.reference_top1)}, fully quantized {_pct(report.quantized_top1)}"
+        if task is None
+        else f"FP32 {task.name} {task.value:.4g} {task.units}, fully quantized "
+        f"{_num(report.quantized_metric)}"
+    )
     head = (
-        f"FP32 top-1 {_pct(report.reference_top1)}, fully quantized {_pct(report.quantized_top1)} "
-        f"(agreement {100 * report.quantized_agreement:.2f}%, output SQNR "
+        f"{first} (agreement {100 * report.quantized_agreement:.2f}%, output SQNR "
         f"{report.quantized_sqnr_db:.1f} dB), {report.samples:,} samples."
     )
     if report.support:
