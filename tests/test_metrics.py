@@ -67,6 +67,63 @@ def test_mse_and_psnr_are_the_textbook_formulas(fmnist) -> None:
     )
 
 
+def test_ctc_error_rates_by_hand() -> None:
+    """Best-path decoding collapses repeats and drops blanks (class 0); CER is the summed edit
+    distance over the targets' length, WER the same over words split at the space id."""
+    from edgequant.metrics import ErrorRate
+    from edgequant.metrics.sequences import ctc_greedy
+
+    steps = [[1, 1, 0, 1, 2, 2, 3], [0, 2, 0, 0, 4, 3, 3]]  # arg-max class per time step
+    scores = np.eye(5, dtype=np.float32)[steps]  # (N=2, T=7, C=5)
+    assert ctc_greedy(scores) == [[1, 1, 2, 3], [2, 4, 3]]
+    assert ctc_greedy(scores.transpose(1, 0, 2), time_axis=0) == [[1, 1, 2, 3], [2, 4, 3]]
+    targets = np.array([[1, 2, 3, -1], [2, 4, 4, 3]])  # padded with -1
+    cer = ErrorRate()
+    cer.update({"logits": scores}, targets)
+    # [1,1,2,3] vs [1,2,3]: one insertion; [2,4,3] vs [2,4,4,3]: one deletion -> 2 of 7
+    assert cer.result() == pytest.approx(100 * 2 / 7) and not cer.higher_is_better
+    wer = ErrorRate(words=True, space=4)
+    wer.update({"logits": scores}, targets)
+    # words: [(1,1,2,3)] vs [(1,2,3)] -> 1 of 1; [(2,),(3,)] vs [(2,),(3,)] (empty word dropped) -> 0 of 2
+    assert wer.name == "WER" and wer.result() == pytest.approx(100 * 1 / 3)
+
+
+def test_perplexity_is_torchs_cross_entropy_exponentiated() -> None:
+    import torch
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4, 12, 50)).astype(np.float32)
+    ids = rng.integers(0, 50, (4, 12))
+    ids[1, 8:] = -100  # padding
+    metric = eq.load_metric("perplexity")
+    metric.reset()
+    metric.update({"logits": logits[:2]}, ids[:2])
+    metric.update({"logits": logits[2:]}, ids[2:])
+    want = torch.nn.functional.cross_entropy(
+        torch.from_numpy(logits).double().reshape(-1, 50), torch.from_numpy(ids).reshape(-1),
+        ignore_index=-100,
+    ).exp()  # fmt: skip
+    assert metric.result() == pytest.approx(float(want), rel=1e-9)
+
+
+def test_retrieval_recall_matches_scikit_learn_nearest_neighbours(scored) -> None:
+    """The demo CNN's scores as 10-d embeddings of 2,000 real images: recall@1 is the
+    leave-one-out 1-nearest-neighbour accuracy under cosine distance."""
+    from sklearn.neighbors import NearestNeighbors
+
+    scores, labels = scored
+    metric = eq.load_metric("recall1")
+    metric.reset()
+    for i in range(0, 2000, 500):
+        metric.update({"emb": scores[i : i + 500]}, labels[i : i + 500])
+    neighbours = NearestNeighbors(n_neighbors=2, metric="cosine").fit(scores)
+    index = neighbours.kneighbors(scores, return_distance=False)
+    others = np.where(index[:, 0] == np.arange(2000), index[:, 1], index[:, 0])
+    # within one sample of 2,000: equally near neighbours may be taken in another order
+    assert metric.result() == pytest.approx(100 * np.mean(labels[others] == labels), abs=0.051)
+    assert 80 < metric.result() < 100
+
+
 def test_evaluate_takes_a_metric_object_a_function_or_a_name(
     fp32_model, int8_model, test_data, scored
 ) -> None:

@@ -37,7 +37,7 @@ from edgequant.cli.group import cli
 @click.option("--per-tensor", is_flag=True, help="One weight scale per tensor.")
 @click.option(
     "--metric",
-    help="Rank layers by this task metric: top1, map, map50, miou, mse, psnr, or "
+    help="Rank layers by this task metric: a built-in (top1, map, miou, cer, ...) or "
     "module:function (as for eval). Default: output SQNR, top-1 beside it.",
 )
 @click.option("--samples", type=COUNT, default=500, show_default=True, help="Calibration samples.")

@@ -30,7 +30,7 @@ from edgequant.cli.group import cli
 @click.option("--layers", is_flag=True, help="Also report per-layer SQNR against --reference.")
 @click.option(
     "--metric",
-    help="Task metric: top1, top5, map, map50, miou, mse, psnr, or module:function "
+    help="Task metric: top1, top5, map, map50, miou, mse, psnr, cer, perplexity, recall1, or module:function "
     "(function(outputs by name, targets) -> float). Default: top-1/top-5 of a classifier.",
 )
 @click.option("--mean", help="Image folders: per-channel mean (after scaling to [0, 1]).")

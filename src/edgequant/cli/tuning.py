@@ -48,7 +48,7 @@ def parse_size(text: str) -> int:
 )  # fmt: skip
 @click.option(
     "--metric",
-    help="Task metric the budget is in: top1, map, map50, miou, mse, psnr, or module:function "
+    help="Task metric the budget is in: a built-in (top1, map, miou, cer, ...) or module:function "
     "(as for eval). Default: top-1 of a classifier.",
 )
 @click.option("--max-size", help="Largest model allowed, e.g. 300KB or 1.5MB.")

@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from edgequant.errors import ConfigError
+from edgequant.errors import ConfigError, DataError
 
 Outputs = Mapping[str, NDArray[Any]]
 
@@ -99,6 +99,22 @@ class FunctionMetric:
         return float(self.fn(outputs, targets))
 
 
+def pick_output(outputs: Outputs, name: str | None) -> NDArray[Any]:
+    """Output `name`, or the model's first output."""
+    if name is None:
+        return np.asarray(next(iter(outputs.values())))
+    if name not in outputs:
+        raise DataError(f"the model has no output {name!r} (outputs: {', '.join(outputs)})")
+    return np.asarray(outputs[name])
+
+
+def need_targets(targets: Any, metric: str) -> NDArray[Any]:
+    """The targets as an array; a clear error when the data carries none."""
+    if targets is None:
+        raise DataError(f"{metric} needs targets: give data that carries them (.npz 'targets')")
+    return np.asarray(targets)
+
+
 def as_metric(metric: Metric | Callable[[Outputs, Any], float]) -> Metric:
     """A `Metric` as is; a function wrapped in `FunctionMetric`."""
     if isinstance(metric, Metric):
@@ -112,7 +128,7 @@ def load_metric(spec: str) -> Metric:
     """A metric by name (`edgequant.metrics.BUILT_IN`) or `module:attribute` (a Metric, a
     Metric class or factory taking no argument, or a function(outputs, targets) -> float);
     the module is looked up from the working directory too, as `python -m` would."""
-    from edgequant.metrics.tasks import BUILT_IN
+    from edgequant.metrics.registry import BUILT_IN
 
     if spec in BUILT_IN:
         return BUILT_IN[spec]()

@@ -13,22 +13,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgequant.errors import DataError
-from edgequant.metrics.base import Metric, Outputs
+from edgequant.metrics.base import Outputs, need_targets, pick_output
 from edgequant.metrics.detection import NmsConfig, coco_map, decode
-
-
-def _pick(outputs: Outputs, name: str | None) -> NDArray[Any]:
-    if name is None:
-        return np.asarray(next(iter(outputs.values())))
-    if name not in outputs:
-        raise DataError(f"the model has no output {name!r} (outputs: {', '.join(outputs)})")
-    return np.asarray(outputs[name])
-
-
-def _need(targets: Any, metric: str) -> NDArray[Any]:
-    if targets is None:
-        raise DataError(f"{metric} needs targets: give data that carries them (.npz 'targets')")
-    return np.asarray(targets)
 
 
 @dataclass
@@ -53,7 +39,7 @@ class TopK:
     def update(self, outputs: Outputs, targets: Any) -> None:
         from edgequant.runtime.evaluate import check_labels
 
-        scores, labels = _pick(outputs, self.output), _need(targets, self.name)
+        scores, labels = pick_output(outputs, self.output), need_targets(targets, self.name)
         check_labels(labels, scores)
         k = min(self.k, scores.shape[-1])
         top = np.argpartition(-scores, k - 1, axis=-1)[..., :k]
@@ -89,7 +75,7 @@ class MeanAP:
         self._detections, self._targets = [], []
 
     def update(self, outputs: Outputs, targets: Any) -> None:
-        boxes = _need(targets, self.name).astype(np.float32)
+        boxes = need_targets(targets, self.name).astype(np.float32)
         if boxes.ndim != 3 or boxes.shape[-1] != 5:
             raise DataError(
                 f"{self.name} targets are (N, M, 5): x1, y1, x2, y2, class per object, rows of "
@@ -98,7 +84,7 @@ class MeanAP:
         found = (
             self.decode(outputs)
             if self.decode is not None
-            else decode(_pick(outputs, self.output), self.nms)
+            else decode(pick_output(outputs, self.output), self.nms)
         )
         if len(found) != len(boxes):
             raise DataError(f"{len(found)} images decoded for {len(boxes)} targets")
@@ -133,7 +119,10 @@ class MeanIoU:
         self._confusion = np.zeros((0, 0), np.int64)
 
     def update(self, outputs: Outputs, targets: Any) -> None:
-        scores, masks = _pick(outputs, self.output), _need(targets, self.name).astype(np.int64)
+        scores, masks = (
+            pick_output(outputs, self.output),
+            need_targets(targets, self.name).astype(np.int64),
+        )
         pred = scores.argmax(1)
         if pred.shape != masks.shape:
             raise DataError(f"masks {masks.shape} do not match predictions {pred.shape}")
@@ -168,7 +157,7 @@ class MeanSquaredError:
         self._sum, self._count = 0.0, 0
 
     def update(self, outputs: Outputs, targets: Any) -> None:
-        out, want = _pick(outputs, self.output), _need(targets, self.name)
+        out, want = pick_output(outputs, self.output), need_targets(targets, self.name)
         if out.shape != want.shape:
             raise DataError(f"targets {want.shape} do not match the output {out.shape}")
         self._sum += float(np.sum((out.astype(np.float64) - want) ** 2))
@@ -190,14 +179,3 @@ class PSNR(MeanSquaredError):
     def result(self) -> float:
         mse = super().result()
         return float("inf") if mse == 0 else 10.0 * float(np.log10(self.peak**2 / mse))
-
-
-BUILT_IN: dict[str, Callable[[], Metric]] = {
-    "top1": TopK,
-    "top5": lambda: TopK(k=5),
-    "map": MeanAP,
-    "map50": lambda: MeanAP(iou50=True),
-    "miou": MeanIoU,
-    "mse": MeanSquaredError,
-    "psnr": PSNR,
-}
