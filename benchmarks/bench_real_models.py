@@ -318,13 +318,14 @@ def score(test: Any, model: eq.Model, fp32: eq.Model) -> tuple[str, str, float]:
         ref, got = test.probabilities(fp32), test.probabilities(model)
         agree = float(((ref > 0.5) == (got > 0.5)).mean())
         sqnr = 10 * np.log10((ref**2).sum() / max(((ref - got) ** 2).sum(), 1e-30))
-        return f"{100 * agree:.1f}", f"steps {len(ref)}", float(sqnr)
+        return f"{100 * agree:.2f}", f"steps {len(ref)}", float(sqnr)
     detect = isinstance(test, Detections)
     ev = eq.evaluate(model, [test.images] if detect else test, reference=fp32)
     if detect:
         return "-", f"mAP {test.mean_ap(model):.1f}", ev.output_sqnr_db
     top1 = "-" if ev.top1 is None else f"top-1 {100 * ev.top1:.2f}"
-    return f"{100 * ev.agreement:.1f}", top1, ev.output_sqnr_db
+    agree = "-" if ev.agreement is None else f"{100 * ev.agreement:.2f}"  # two decimals: 1 of
+    return agree, top1, ev.output_sqnr_db  # 2,000 is 0.05, and one decimal hid it
 
 
 def latency_ratios(
