@@ -12,8 +12,9 @@ import onnx
 import pytest
 
 import edgequant as eq
-from edgequant.analysis.fidelity import FidelityGuard, _compare
+from edgequant.analysis.fidelity import FidelityGuard
 from edgequant.errors import FidelityWarning
+from edgequant.metrics.fidelity import compare as _compare
 from tests.structures import KeywordFrontEnd, speech_chunks
 from tests.test_cli import edgequant as run_cli
 
@@ -53,7 +54,7 @@ def test_class_scores_are_told_from_embeddings() -> None:
     never on an L2-normalised embedding (a Div), whose argmax means nothing."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgequant.analysis.fidelity import scores_output
+    from edgequant.metrics.fidelity import scores_output
 
     w = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
     graph = helper.make_graph(

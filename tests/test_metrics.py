@@ -206,7 +206,7 @@ def test_user_metric_as_module_function_through_the_cli(model_path, fmnist, tmp_
     proc = run_cli("eval", str(model_path), "--data", "val.npz", "--metric", "f2", cwd=tmp_path)
     assert_user_error(proc, "unknown metric 'f2'", "map")
     proc = run_cli("eval", str(model_path), "--data", "val.npz", "--metric", "nope:f", cwd=tmp_path)
-    assert_user_error(proc, "cannot load metric 'nope:f'")
+    assert_user_error(proc, "cannot import 'nope' for --metric")
 
 
 def test_unlabelled_eval_measures_every_output_against_the_reference(tmp_path) -> None:
@@ -245,22 +245,31 @@ def test_unlabelled_eval_measures_every_output_against_the_reference(tmp_path) -
     assert "prob: SQNR" in human.stdout and "stateN: SQNR" in human.stdout
 
 
+def detector_files(folder, scenes: int):
+    """The built-in detector as `detector.onnx` in `folder`, `calib.npz` of `scenes` training
+    scenes and `scenes.npz` of as many test scenes with their boxes as `targets`; returns the
+    model's path, its input name and the test scenes."""
+    import torch
+
+    from edgequant.torch_onnx import to_onnx
+    from edgequant.zoo import scenes as scene_set
+    from edgequant.zoo.detector_train import detector_model
+
+    size = scene_set.SIZE
+    fp32 = to_onnx(detector_model(), torch.zeros(1, 1, size, size), "detector")
+    src = fp32.save(folder / "detector.onnx")
+    name = fp32.proto.graph.input[0].name
+    np.savez(folder / "calib.npz", **{name: scene_set.compose("train", scenes, seed=7).images})
+    test = scene_set.compose("test", scenes, seed=1)
+    np.savez(folder / "scenes.npz", **{name: test.images, "targets": test.targets()})
+    return src, name, test
+
+
 @pytest.mark.slow  # trains the detector if it is not cached (~70 s), then ~25 tuning trials
 def test_tune_keeps_the_detector_within_a_budget_in_map_points(tmp_path) -> None:
     """`edgequant tune --metric map --max-drop 1.2`: the budget is in mAP50-95 points, every
     trial says its mAP, and the saved best model measures what its trial says."""
-    import torch
-
-    from edgequant.torch_onnx import to_onnx
-    from edgequant.zoo import scenes
-    from edgequant.zoo.detector_train import detector_model
-
-    fp32 = to_onnx(detector_model(), torch.zeros(1, 1, scenes.SIZE, scenes.SIZE), "detector")
-    src = fp32.save(tmp_path / "detector.onnx")
-    name = fp32.proto.graph.input[0].name
-    np.savez(tmp_path / "calib.npz", **{name: scenes.compose("train", 300, seed=7).images})
-    test = scenes.compose("test", 300, seed=1)
-    np.savez(tmp_path / "scenes.npz", **{name: test.images, "targets": test.targets()})
+    src, name, test = detector_files(tmp_path, scenes=300)
     proc = run_cli(
         "tune", str(src), "--calib", str(tmp_path / "calib.npz"),
         "--data", str(tmp_path / "scenes.npz"), "--metric", "map", "--max-drop", "1.2",
@@ -276,6 +285,8 @@ def test_tune_keeps_the_detector_within_a_budget_in_map_points(tmp_path) -> None
     assert best["drop_points"] == pytest.approx(reference["value"] - best["metric"])
     assert best["size_bytes"] < 0.5 * src.stat().st_size  # most layers int8
     assert any(not t["accurate"] for t in result["trials"])  # the budget did bind
+    # boxes beside scores are no class scores: no top-1 agreement (it read 14x the samples)
+    assert all(t["agreement"] is None for t in result["trials"])
     again = eq.evaluate(
         eq.load(tmp_path / "tuned" / "model.tuned.onnx"),
         eq.ArrayDataset({name: test.images}, test.targets(), batch_size=100),
@@ -317,18 +328,8 @@ def test_tune_takes_a_user_metric_where_lower_is_better(model_path, fmnist, tmp_
 def test_analyze_ranks_the_detectors_layers_by_map(tmp_path) -> None:
     """`edgequant analyze --metric map`: each layer quantized alone is measured in mAP points
     and the ranking follows the mAP it costs; the report's table is in mAP."""
-    import torch
-
-    from edgequant.torch_onnx import to_onnx
-    from edgequant.zoo import scenes
-    from edgequant.zoo.detector_train import detector_model
-
-    fp32 = to_onnx(detector_model(), torch.zeros(1, 1, scenes.SIZE, scenes.SIZE), "detector")
-    src = fp32.save(tmp_path / "detector.onnx")
-    name = fp32.proto.graph.input[0].name
-    np.savez(tmp_path / "calib.npz", **{name: scenes.compose("train", 200, seed=7).images})
-    test = scenes.compose("test", 200, seed=1)
-    np.savez(tmp_path / "scenes.npz", **{name: test.images, "targets": test.targets()})
+    detector_files(tmp_path, scenes=200)
+    src = tmp_path / "detector.onnx"
     proc = run_cli(
         "analyze", str(src), "--calib", str(tmp_path / "calib.npz"),
         "--data", str(tmp_path / "scenes.npz"), "--metric", "map",
@@ -341,4 +342,5 @@ def test_analyze_ranks_the_detectors_layers_by_map(tmp_path) -> None:
     assert len(costs) == 15 and costs == sorted(costs, reverse=True)
     assert costs[0] > 0.5 and costs[0] > 2 * costs[-1]  # some layers cost far more than others
     assert report["quantized_metric"] < reference and report["quantized_top1"] is None
+    assert report["quantized_agreement"] is None  # the output holds boxes, not class scores
     assert "mAP50-95 mAP points" in (tmp_path / "analysis" / "sensitivity.md").read_text()

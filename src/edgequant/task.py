@@ -9,22 +9,16 @@ the same way.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 import traceback
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from edgequant.data import ArrayDataset, split_item
 from edgequant.errors import ConfigError, DataError, TaskError
-from edgequant.outputs import note_input
+from edgequant.user_code import import_own_dependencies, import_user_module, user_folder_importable
 
 BUILTIN = "edgequant.zoo.tasks:fashion_mnist"
 CALIBRATION_SAMPLES = 500
@@ -92,9 +86,14 @@ def load_task(entry: str = BUILTIN) -> TrainingTask:
     module_name, sep, func_name = entry.partition(":")
     if not sep or not module_name or not func_name:
         raise ConfigError(f"--task wants module:function (e.g. mytrain:make_task), got {entry!r}")
-    _import_own_dependencies()
-    with _user_folder_importable():
-        module = _import_user_module(module_name)
+    import_own_dependencies(("numpy", "onnx", "onnxruntime", "torch"))
+    with user_folder_importable():
+        try:
+            module = import_user_module(module_name, "--task")
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise _task_failure(module_name, exc) from None
         func = getattr(module, func_name, None)
         if not callable(func):
             raise ConfigError(f"{module_name!r} has no function {func_name!r}")
@@ -113,58 +112,6 @@ def load_task(entry: str = BUILTIN) -> TrainingTask:
         )
     _check_runs(task, entry)
     return task
-
-
-def _import_own_dependencies() -> None:
-    """What edgequant itself imports, first: nothing in the user's folder can stand in for it."""
-    for name in ("numpy", "onnx", "onnxruntime", "torch"):
-        importlib.import_module(name)
-
-
-@contextmanager
-def _user_folder_importable() -> Iterator[None]:
-    cwd = str(Path.cwd())
-    added = cwd not in sys.path
-    if added:
-        sys.path.append(cwd)  # last: installed packages win over the user's files
-    try:
-        yield
-    finally:
-        if added and cwd in sys.path:
-            sys.path.remove(cwd)
-
-
-def _import_user_module(module_name: str) -> ModuleType:
-    """The named module: from the current folder if it is there, else from the installed ones."""
-    top = module_name.partition(".")[0]
-    local = [Path.cwd() / f"{top}.py", Path.cwd() / top / "__init__.py"]
-    try:
-        found = next((p for p in local if p.is_file()), None)
-        if found is not None and top not in sys.modules:
-            note_input(found)
-            spec = importlib.util.spec_from_file_location(
-                top,
-                found,
-                submodule_search_locations=[str(found.parent)]
-                if found.name == "__init__.py"
-                else None,
-            )
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[top] = module
-            try:
-                spec.loader.exec_module(module)
-            except BaseException:
-                del sys.modules[top]
-                raise
-        return importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(
-            f"cannot import {module_name!r} for --task ({exc}); run from the folder that holds it "
-            "or install it"
-        ) from None
-    except Exception as exc:
-        raise _task_failure(module_name, exc) from None
 
 
 def _task_failure(entry: str, exc: Exception) -> TaskError:

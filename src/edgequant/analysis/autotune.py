@@ -109,7 +109,7 @@ class Trial:
     precisions: dict[str, str]  # layer -> precision value
     top1: float | None  # None with a task metric (`metric`)
     drop_points: float
-    agreement: float
+    agreement: float | None  # None where the output holds no class scores
     sqnr_db: float
     size_bytes: int
     latency_ratio: float | None

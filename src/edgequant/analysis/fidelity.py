@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from edgequant.choices import Precision
 from edgequant.errors import ConfigError, NothingToQuantizeError
-from edgequant.metrics.fidelity import OutputFidelity, compare
+from edgequant.metrics.fidelity import OutputFidelity, compare, scores_output
 from edgequant.progress import ProgressFn, silent
 from edgequant.provenance import FidelityBrief
 
@@ -113,7 +113,7 @@ class Probe:
         feeds, refs = (self.quick, self.quick_reference) if quick else (self.feeds, self.reference)
         outs = self._run(model, feeds)
         return tuple(
-            _compare(name, [o[i] for o in outs], [r[i] for r in refs], self.classes[name])
+            compare(name, [o[i] for o in outs], [r[i] for r in refs], self.classes[name])
             for i, name in enumerate(self.names)
         )
 
@@ -126,28 +126,6 @@ class Probe:
 
         sess = make_session(model, lean=True) if isinstance(model, Model) else model
         return [run_feed(sess, feed, self.specs, self.names) for feed in feeds]
-
-
-# the last operators of a classifier head: its output holds class scores
-_HEADS = frozenset({"Gemm", "MatMul", "Add", "Softmax", "LogSoftmax", "Sigmoid"})
-_PASS = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Cast"})
-
-
-def scores_output(model: Model, name: str) -> bool:
-    """Whether output `name` holds class scores, judged by what writes it: a linear head (or a
-    softmax over one), through reshapes. An embedding (L2-normalised by a Div, pooled by a
-    ReduceMean) is not: top-1 over its features would mean nothing."""
-    producers = {o: n for n in model.proto.graph.node for o in n.output}
-    node = producers.get(name)
-    while node is not None and node.op_type in _PASS:
-        node = producers.get(node.input[0])
-    return node is not None and node.op_type in _HEADS
-
-
-def _compare(
-    name: str, outs: list[NDArray[Any]], refs: list[NDArray[Any]], scores: bool = True
-) -> OutputFidelity:
-    return compare(name, outs, refs, scores)
 
 
 @dataclass

@@ -31,10 +31,10 @@ class LayerSensitivity:
     op_type: str
     position: int  # in graph order among the weighted layers
     alone_top1: float | None
-    alone_agreement: float
+    alone_agreement: float | None
     alone_sqnr_db: float
     without_top1: float | None
-    without_agreement: float
+    without_agreement: float | None
     without_sqnr_db: float
     alone_metric: float | None = None  # the task metric (`analyze(metric=...)`), its units
     without_metric: float | None = None
@@ -48,7 +48,7 @@ class SensitivityReport:
     samples: int
     reference_top1: float | None
     quantized_top1: float | None
-    quantized_agreement: float
+    quantized_agreement: float | None
     quantized_sqnr_db: float
     layers: tuple[LayerSensitivity, ...]
     support: SupportBrief | None = None  # operator support of the fully quantized model

@@ -29,7 +29,7 @@ class Measured:
     """What one trial measured on the model built from its precision map."""
 
     top1: float | None  # None with a task metric
-    agreement: float
+    agreement: float | None  # None where the output holds no class scores
     sqnr_db: float
     size_bytes: int
     metric: float | None = None  # the task metric, in its units (TuneConfig.metric)

@@ -9,11 +9,8 @@ over the whole set is one too, through `FunctionMetric`.
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -127,7 +124,7 @@ def as_metric(metric: Metric | Callable[[Outputs, Any], float]) -> Metric:
 def load_metric(spec: str) -> Metric:
     """A metric by name (`edgequant.metrics.BUILT_IN`) or `module:attribute` (a Metric, a
     Metric class or factory taking no argument, or a function(outputs, targets) -> float);
-    the module is looked up from the working directory too, as `python -m` would."""
+    the module is looked up in the working directory first (`edgequant.user_code`)."""
     from edgequant.metrics.registry import BUILT_IN
 
     if spec in BUILT_IN:
@@ -136,12 +133,20 @@ def load_metric(spec: str) -> Metric:
     if not sep or not module_name or not attr:
         names = ", ".join(sorted(BUILT_IN))
         raise ConfigError(f"unknown metric {spec!r}: give one of {names}, or module:function")
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    try:
-        found = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot load metric {spec!r}: {exc}") from None
-    if isinstance(found, type):
-        found = found()
+    from edgequant.user_code import (
+        import_own_dependencies,
+        import_user_module,
+        user_folder_importable,
+    )
+
+    import_own_dependencies(("numpy", "onnx", "onnxruntime"))
+    with user_folder_importable():
+        try:
+            found = getattr(import_user_module(module_name, "--metric"), attr)
+            if isinstance(found, type):
+                found = found()
+        except ConfigError:
+            raise
+        except Exception as exc:  # the user's module or class failed: say so in one line
+            raise ConfigError(f"cannot load metric {spec!r}: {exc}") from None
     return as_metric(found)

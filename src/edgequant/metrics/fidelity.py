@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from edgequant.model import Model
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,22 @@ class OutputComparison:
         )
         agreement = self.agree / self.rows if self.rows else None
         return OutputFidelity(self.name, sqnr, cosine, agreement, ratio, self.max_error)
+
+
+# the last operators of a classifier head: its output holds class scores
+_HEADS = frozenset({"Gemm", "MatMul", "Add", "Softmax", "LogSoftmax", "Sigmoid"})
+_PASS = frozenset({"Identity", "Reshape", "Flatten", "Squeeze", "Cast"})
+
+
+def scores_output(model: Model, name: str) -> bool:
+    """Whether output `name` holds class scores, judged by what writes it: a linear head (or a
+    softmax over one), through reshapes. An embedding (L2-normalised by a Div, pooled by a
+    ReduceMean) is not: top-1 over its features would mean nothing."""
+    producers = {o: n for n in model.proto.graph.node for o in n.output}
+    node = producers.get(name)
+    while node is not None and node.op_type in _PASS:
+        node = producers.get(node.input[0])
+    return node is not None and node.op_type in _HEADS
 
 
 def compare(

@@ -3,43 +3,45 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
-from edgequant.analysis.sensitivity import SensitivityReport
+from edgequant.analysis.sensitivity import LayerSensitivity, SensitivityReport
 from edgequant.outputs import write_atomic
 from edgequant.report.figure import save_figure
 
 
 def sensitivity_table(report: SensitivityReport, limit: int | None = None) -> str:
-    """Markdown table, most sensitive layer first."""
-
-    def pct(x: float | None) -> str:
-        return "-" if x is None else f"{100 * x:.2f}"
-
+    """Markdown table, most sensitive layer first; with a task metric, its values in place of
+    top-1 and agreement."""
+    Column = tuple[str, Callable[[LayerSensitivity], str]]
+    alone_db: Column = ("alone: SQNR dB", lambda r: f"{r.alone_sqnr_db:.1f}")
+    without_db: Column = ("all but this: SQNR dB", lambda r: f"{r.without_sqnr_db:.1f}")
     task = report.reference_metric
-    if task is not None:  # the task metric in its units, in place of top-1
-        head = f"{task.name} {task.units}".strip()
-        lines = [
-            f"| rank | layer | op | alone: {head} | alone: SQNR dB | all but this: {head} "
-            "| all but this: SQNR dB |",
-            "|---|---|---|---|---|---|---|",
+    columns: list[Column]
+    if task is None:
+        columns = [
+            alone_db,
+            ("alone: top-1 %", lambda r: _share(r.alone_top1)),
+            ("alone: agree %", lambda r: _share(r.alone_agreement)),
+            ("all but this: top-1 %", lambda r: _share(r.without_top1)),
+            without_db,
         ]
-        for rank, r in enumerate(report.layers[:limit], 1):
-            lines.append(
-                f"| {rank} | {r.node} | {r.op_type} | {_num(r.alone_metric)} "
-                f"| {r.alone_sqnr_db:.1f} | {_num(r.without_metric)} | {r.without_sqnr_db:.1f} |"
-            )
-        return "\n".join(lines)
+    else:
+        head = f"{task.name} {task.units}".strip()
+        columns = [
+            (f"alone: {head}", lambda r: _num(r.alone_metric)),
+            alone_db,
+            (f"all but this: {head}", lambda r: _num(r.without_metric)),
+            without_db,
+        ]
     lines = [
-        "| rank | layer | op | alone: SQNR dB | alone: top-1 % | alone: agree % "
-        "| all but this: top-1 % | all but this: SQNR dB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| rank | layer | op | " + " | ".join(name for name, _ in columns) + " |",
+        "|---|---|---|" + "---|" * len(columns),
     ]
     for rank, r in enumerate(report.layers[:limit], 1):
-        lines.append(
-            f"| {rank} | {r.node} | {r.op_type} | {r.alone_sqnr_db:.1f} | {pct(r.alone_top1)} "
-            f"| {pct(r.alone_agreement)} | {pct(r.without_top1)} | {r.without_sqnr_db:.1f} |"
-        )
+        cells = " | ".join(cell(r) for _, cell in columns)
+        lines.append(f"| {rank} | {r.node} | {r.op_type} | {cells} |")
     return "\n".join(lines)
 
 
@@ -59,7 +61,7 @@ def write_sensitivity_report(report: SensitivityReport, folder: Path) -> dict[st
         f"{_num(report.quantized_metric)}"
     )
     head = (
-        f"{first} (agreement {100 * report.quantized_agreement:.2f}%, output SQNR "
+        f"{first} (agreement {_pct(report.quantized_agreement)}, output SQNR "
         f"{report.quantized_sqnr_db:.1f} dB), {report.samples:,} samples."
     )
     if report.support:
@@ -78,8 +80,13 @@ def write_sensitivity_report(report: SensitivityReport, folder: Path) -> dict[st
     }
 
 
+def _share(x: float | None) -> str:
+    """A share in [0, 1] as a percentage (no sign), '-' when not measured."""
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
 def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
+    return "-" if x is None else f"{_share(x)}%"
 
 
 def _plot(report: SensitivityReport, path: Path) -> None:

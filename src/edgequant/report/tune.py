@@ -27,7 +27,7 @@ def trials_table(result: TuneResult, limit: int | None = None) -> str:
         lines.append(
             f"| {t.index} | {t.stage} | {mix} | {100 * t.size_bytes / result.fp32_size_bytes:.1f} "
             f"| {_value(t):.4g} | {t.drop_points:+.2f} "
-            f"| {100 * t.agreement:.2f} "
+            f"| {'-' if t.agreement is None else f'{100 * t.agreement:.2f}'} "
             f"| {t.sqnr_db:.1f} | {lat} | {mark} |"
         )
     return "\n".join(lines)

@@ -13,11 +13,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgequant.analysis.fidelity import scores_output
 from edgequant.data import split_item
 from edgequant.errors import DataError
 from edgequant.metrics.base import Metric, MetricValue, Outputs, as_metric, load_metric, measured
-from edgequant.metrics.fidelity import OutputComparison, OutputFidelity
+from edgequant.metrics.fidelity import OutputComparison, OutputFidelity, scores_output
 from edgequant.model import Model
 from edgequant.progress import ProgressFn, silent
 from edgequant.runtime.session import Optimization, input_specs, make_feed, make_session, run_feed

@@ -18,6 +18,7 @@ from edgequant.batching import count, take
 from edgequant.data import split_item
 from edgequant.errors import DataError
 from edgequant.metrics.base import MetricValue, load_metric, measured
+from edgequant.metrics.fidelity import compare, scores_output
 from edgequant.model import Model
 from edgequant.runtime.session import fixed_batch, input_specs, make_feed, make_session, run_feed
 
@@ -33,7 +34,7 @@ class Score:
     (None without one)."""
 
     top1: float | None
-    agreement: float
+    agreement: float | None  # None where the first output holds no class scores
     sqnr_db: float
     metric: float | None = None
 
@@ -66,6 +67,8 @@ class Scorer:
         self.labelled = labelled
         outputs = self._outputs(reference)
         self.reference = [next(iter(o.values())) for o in outputs]
+        # top-1 agreement only where the first output holds class scores (`metrics.fidelity`)
+        self.scores = scores_output(reference, next(iter(outputs[0])))
         self.samples = sum(len(o) for o in self.reference)
         self.reference_metric: MetricValue | None = None
         self.reference_top1: float | None = None
@@ -77,17 +80,12 @@ class Scorer:
     def score(self, model: Model) -> Score:
         outputs = self._outputs(model)
         first = [next(iter(o.values())) for o in outputs]
-        signal = noise = 0.0
-        agree = 0
-        for out, ref in zip(first, self.reference, strict=True):
-            agree += int((out.argmax(-1) == ref.argmax(-1)).sum())
-            signal += float(np.sum(ref.astype(np.float64) ** 2))
-            noise += float(np.sum((ref.astype(np.float64) - out) ** 2))
-        sqnr = 10 * np.log10(signal / noise) if noise > 0 else float("inf")
+        fidelity = compare("first", first, self.reference, self.scores)
         if self.metric is not None:
-            return Score(None, agree / self.samples, float(sqnr), self._task(outputs).value)
+            task = self._task(outputs).value
+            return Score(None, fidelity.agreement, fidelity.sqnr_db, task)
         top1 = self._hits(first) / self.samples if self.labelled else None
-        return Score(top1, agree / self.samples, float(sqnr))
+        return Score(top1, fidelity.agreement, fidelity.sqnr_db)
 
     def _task(self, outputs: list[dict[str, np.ndarray]]) -> MetricValue:
         assert self.metric is not None
