@@ -282,7 +282,8 @@ def test_quantize_with_equalisation_and_bias_correction(model_path, calib_npz, t
     sidecar = json.loads((tmp_path / "m.int8.quant.json").read_text())
     assert sidecar["config"]["equalization"] == "cross-layer"
     assert sidecar["config"]["bias_correction"] == "empirical"
-    assert sidecar["equalized_pairs"] == 18 and sidecar["bias_corrected_nodes"] == 30
+    # 31 convs and the classifier; the first conv reads one channel and stays float
+    assert sidecar["equalized_pairs"] == 18 and sidecar["bias_corrected_nodes"] == 29
 
 
 def test_the_cli_is_a_thin_call_of_the_library_workflow(model_path, calib_npz, tmp_path) -> None:
@@ -303,4 +304,8 @@ def test_the_cli_is_a_thin_call_of_the_library_workflow(model_path, calib_npz, t
     assert (tmp_path / "api.int8.quant.json").read_text() == (
         tmp_path / "cli.int8.quant.json"
     ).read_text()
-    assert result.planned is not None and result.support.fully_integer
+    assert result.planned is not None and not result.support.fallbacks
+    # the one float node is the first conv, over the 1-channel image, and by choice
+    assert [(n.name, n.chosen) for n in result.support.float_nodes] == [
+        ("/features/features.0/features.0.0/Conv", True)
+    ]

@@ -113,15 +113,17 @@ def test_the_guard_promotes_the_layer_that_loses_fidelity(kws) -> None:
 
 def test_thresholds_that_cannot_be_met_warn_and_say_why(fp32_model, fmnist) -> None:
     """A threshold beyond what 8 bits give (60 dB) on the demo CNN: the guard promotes up to its
-    share of nodes, each promotion raising the SQNR, then stops and warns in one message
-    that names the output, the measure, how far it got and what to do."""
+    share of nodes (a promotion that does not lower the noise is undone), raising the SQNR,
+    then stops and warns in one message that names the output, the measure, how far it got
+    and what to do."""
     calib = eq.ArrayDataset(fmnist[0].images[:256], None, batch_size=128)
     guard = FidelityGuard(min_sqnr_db=60.0, max_promoted_share=0.2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         q = eq.quantize(fp32_model, calibration=calib, guard=guard)
     f = q.provenance.fidelity
-    assert not f.met and f.promoted and "most allowed" in f.stopped
+    assert not f.met and f.promoted and len(f.promoted) <= 0.2 * 40
+    assert "most allowed" in f.stopped or "no node left" in f.stopped
     assert f.sqnr_db["logits"] > f.sqnr_db_before["logits"]
     messages = [str(w.message) for w in caught if issubclass(w.category, FidelityWarning)]
     assert len(messages) == 1 and "logits below the fidelity thresholds (60 dB" in messages[0]

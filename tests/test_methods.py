@@ -65,12 +65,12 @@ def conv_only_model() -> eq.Model:
     from onnx import TensorProto, helper
 
     w = numpy_helper.from_array(
-        np.random.default_rng(0).standard_normal((4, 1, 3, 3)).astype(np.float32), "w"
+        np.random.default_rng(0).standard_normal((4, 8, 3, 3)).astype(np.float32), "w"
     )
     graph = helper.make_graph(
         [helper.make_node("Conv", ["x", "w"], ["y"], name="conv")],
         "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 8, 8])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 6, 6])],
         [w],
     )
@@ -93,7 +93,7 @@ def test_unsupported_ops_stay_float_and_are_listed() -> None:
         helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", 4, 6, 6])
     )
     data = eq.ArrayDataset(
-        np.random.default_rng(0).standard_normal((16, 1, 8, 8)).astype(np.float32), None, 8
+        np.random.default_rng(0).standard_normal((16, 8, 8, 8)).astype(np.float32), None, 8
     )
     q = eq.quantize(eq.Model(base, "m"), eq.PTQConfig.int8(), calibration=data)
     assert q.provenance.float_nodes == {

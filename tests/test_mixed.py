@@ -24,7 +24,10 @@ def calibrated(fp32_model, calibration):
 
 @pytest.fixture(scope="module")
 def layers(calibrated):
-    return [n.name for n in calibrated.weighted_nodes()]
+    """Every layer with weights, the first conv too (float by default: it reads one channel;
+    a precision given by name quantizes it)."""
+    stem = next(n.name for n in calibrated.fp32.proto.graph.node if n.op_type == "Conv")
+    return [stem, *(n.name for n in calibrated.weighted_nodes())]
 
 
 @pytest.fixture(scope="module")
@@ -156,5 +159,6 @@ def test_int16_reaches_through_data_movement(calibrated, layers) -> None:
     assert flatten.op_type == "Flatten"
     before = _producer(q, flatten.input[0])
     assert before.op_type == "DequantizeLinear" and inits[before.input[2]].dtype == np.uint16
-    stem_in = _producer(q, _node(q, layers[0]).input[0])  # elsewhere activations stay 8-bit
-    assert inits[stem_in.input[2]].dtype == np.uint8
+    # elsewhere activations stay 8-bit (layers[0], the first conv, is float by default)
+    conv_in = _producer(q, _node(q, layers[1]).input[0])
+    assert inits[conv_in.input[2]].dtype == np.uint8

@@ -77,8 +77,10 @@ def test_placement_matches_ptq(qat_model, int8_model) -> None:
     convs = sum(isinstance(m, torch.nn.Conv2d) for m in demo_model().modules())
     skips = sum(getattr(m, "use_skip", False) for m in demo_model().modules())
     assert (convs, skips) == (29, 5)  # the demo EdgeCNN
-    assert fused["QLinearConv"] == convs and fused["QLinearAdd"] == skips and fused["Conv"] == 0
-    assert not eq.qat_state(qat_model).float_layers
+    # every conv integer but the first, over the 1-channel image (float by choice, as in PTQ)
+    assert fused["QLinearConv"] == convs - 1 and fused["Conv"] == 1
+    assert fused["QLinearAdd"] == skips
+    assert list(eq.qat_state(qat_model).float_layers) == ["features.0.0"]
 
 
 # Differential checks compare torch fake-quant and ONNX Runtime on the first 5,000 test images:
@@ -309,13 +311,19 @@ def test_fake_quant_bias_matches_the_exporter_grid() -> None:
 
 
 class ClipBlocks(nn.Module):
-    """Conv-BN-ReLU6, Conv-ReLU, a residual Add-ReLU, pooling and Linear-ReLU-Linear: every
-    fold the planner knows (Relu, Clip(0, 6), after Conv, Add and Gemm)."""
+    """A conv over the image (float in both plans: one channel), Conv-BN-ReLU6, Conv-ReLU, a
+    residual Add-ReLU, pooling and Linear-ReLU-Linear: every fold the planner knows (Relu,
+    Clip(0, 6), after Conv, Add and Gemm)."""
 
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6())
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU6(),
+        )
         self.conv = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
         self.pool = nn.MaxPool2d(4)
         self.head = nn.Sequential(
@@ -423,6 +431,7 @@ def test_conv_subclasses_are_quantized_and_exported_faithfully(calibration, fmni
     after the warm start the export agrees with the float model as PTQ does (>= 98%; measured
     98.6% for both, on a small net trained here to 54% top-1), and after fine-tuning with
     torch's fake quantization on 99.5% of 5,000 test images."""
+    from edgequant.exporter.select import FEW_CHANNELS_REASON
     from edgequant.qat.modules import QuantConv
 
     train, test = fmnist
@@ -437,7 +446,8 @@ def test_conv_subclasses_are_quantized_and_exported_faithfully(calibration, fmni
     fp32 = torch_logits(net, images)
     model = eq.prepare_qat(net, eq.QATConfig.int8(), calibration=calibration)
     assert sum(isinstance(m, QuantConv) for m in model.modules()) == 3
-    assert eq.qat_state(model).float_layers == {}
+    # the stem reads the 1-channel image: float, as PTQ leaves it; the other two quantized
+    assert eq.qat_state(model).float_layers == {"stem": FEW_CHANNELS_REASON}
     warm = eq.export(model, torch.zeros(1, 1, 28, 28), "same")
     assert "Pad" in {n.op_type for n in warm.proto.graph.node}  # the subclass's padding
     assert (onnx_logits(warm, images).argmax(1) == fp32.argmax(1)).mean() >= 0.98

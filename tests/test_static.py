@@ -12,6 +12,7 @@ import pytest
 from onnx import numpy_helper
 
 import edgequant as eq
+from edgequant.exporter.select import FEW_CHANNELS_REASON
 from edgequant.runtime.session import Optimization, make_session
 
 
@@ -51,31 +52,37 @@ def test_graph_structure(int8_model, fp32_model) -> None:
         if n.op_type == "DequantizeLinear" and n.input[0] in weights
     ]
     dtypes = collections.Counter(weights[n.input[0]].data_type for n in dq)
-    n_weighted = fp32_ops["Conv"] + fp32_ops["Gemm"]
+    # every layer but the first conv, over the 1-channel image (float by choice: select.py)
+    n_weighted = fp32_ops["Conv"] + fp32_ops["Gemm"] - 1
     assert dtypes[onnx.TensorProto.INT8] == n_weighted
     assert dtypes[onnx.TensorProto.INT32] == fp32_ops["Gemm"] == 1
     conv_biases = [n.input[2] for n in int8_model.proto.graph.node if n.op_type == "Conv"]
     assert len(conv_biases) == fp32_ops["Conv"]
     assert all(weights[b].data_type == onnx.TensorProto.FLOAT for b in conv_biases)
+    stem = next(n for n in int8_model.proto.graph.node if n.op_type == "Conv")
+    assert weights[stem.input[1]].data_type == onnx.TensorProto.FLOAT
     assert all(numpy_helper.to_array(weights[n.input[1]]).ndim == 1 for n in dq)  # per-channel
     biases = [n for n in dq if weights[n.input[0]].data_type == onnx.TensorProto.INT32]
     assert all(len(n.input) == 2 for n in biases)  # zero-point omitted: 0 by the ONNX spec
-    # all Relus folded into the quantizers before them; activations are uint8
-    assert ops["Relu"] == 0 and fp32_ops["Relu"] == 20
+    # all Relus folded into the quantizers before them but the float stem's; activations uint8
+    assert ops["Relu"] == 1 and fp32_ops["Relu"] == 20
     acts = [n for n in int8_model.proto.graph.node if n.op_type == "QuantizeLinear"]
     assert acts and all(weights[n.input[2]].data_type == onnx.TensorProto.UINT8 for n in acts)
     assert ops["QuantizeLinear"] + len(dq) == ops["DequantizeLinear"]
-    assert not int8_model.provenance.float_nodes
+    floats = int8_model.provenance.float_nodes
+    assert floats.pop(stem.name) == FEW_CHANNELS_REASON
+    assert list(floats.values()) == ["Relu after a float node: nothing to fold it into"]
 
 
 def test_onnx_runtime_runs_integer_kernels(int8_model, fp32_model) -> None:
-    """After ORT's optimiser no float Conv/Add/Gemm remains: everything fused to QLinear*."""
+    """After ORT's optimiser no float Add/Gemm remains and one float conv, the first (on the
+    1-channel image, float by choice): everything else fused to QLinear*."""
     fused = fused_ops(int8_model)
     fp32_ops = op_counts(fp32_model.proto)
-    assert fused["QLinearConv"] == fp32_ops["Conv"]
+    assert fused["QLinearConv"] == fp32_ops["Conv"] - 1
     assert fused["QLinearAdd"] == fp32_ops["Add"]
     assert fused["QGemm"] == 1
-    assert fused["Conv"] == fused["Add"] == fused["Gemm"] == 0
+    assert fused["Add"] == fused["Gemm"] == 0 and fused["Conv"] + fused["FusedConv"] == 1
     assert fused["QuantizeLinear"] == 1 and fused["DequantizeLinear"] == 0
 
 

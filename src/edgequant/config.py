@@ -145,6 +145,16 @@ class PTQConfig:
         return self.activations
 
     @property
+    def raw_signal_float(self) -> bool:
+        """Whether convs over the raw signal stay float by default (`select.few_channel_conv`):
+        on ONNX Runtime's CPU kernels (they are no faster there in integer), never for
+        full-integer targets nor for NPUs and TensorRT, whose node units need every input
+        quantized."""
+        from edgequant.targets import Runtime
+
+        return not self.full_integer and preset(self.target).runtime is Runtime.ORT_CPU
+
+    @property
     def precisions(self) -> dict[str, Precision]:
         """Per-layer precisions, with `exclude_nodes` as FP32."""
         out = dict(self.layer_precisions)

@@ -168,11 +168,18 @@ def promote_culprits(
         measured = probe.measure(model, quick=True)
         return max(measured[i].noise_ratio for i in failing)
 
+    def worst(measured: Sequence[OutputFidelity]) -> float:
+        return max(measured[i].noise_ratio for i in failing)
+
+    tried: set[str] = set()  # promoted once without lowering the noise: kept quantized
     while any(not passes(m, guard) for m in search.after):
         if len(search.promoted) >= cap:
             search.stopped = f"{len(search.promoted)} node(s) promoted, the most allowed"
             break
-        group = [n for n in nodes if n not in search.promoted]
+        group = [n for n in nodes if n not in search.promoted and n not in tried]
+        if not group:
+            search.stopped = "no node left whose promotion lowers the noise"
+            break
         while len(group) > 1 and left():
             halves = (group[: len(group) // 2], group[len(group) // 2 :])
             noisy = [badness(frozenset(nodes) - set(h)) for h in halves]
@@ -181,9 +188,15 @@ def promote_culprits(
         if len(group) != 1 or not left():
             search.stopped = f"the time budget ({guard.time_budget_s:g} s) was spent"
             break
-        search.promoted[group[0]] = fallback
-        current = build(frozenset(), search.promoted)
-        search.after = probe.measure(current)
+        # a culprit by the bisection may still gain nothing once promoted (a residual Add
+        # whose output the next layer quantizes again): then it stays quantized
+        candidate = {**search.promoted, group[0]: fallback}
+        model = build(frozenset(), candidate)
+        measured = probe.measure(model)
+        if worst(measured) >= worst(search.after):
+            tried.add(group[0])
+            continue
+        search.promoted, current, search.after = candidate, model, measured
     return current, search
 
 

@@ -21,7 +21,8 @@ import onnx
 
 from edgequant.config import Method, PTQConfig, Target
 from edgequant.errors import UnsupportedOperatorError
-from edgequant.graph.index import subgraph_reads
+from edgequant.exporter.select import CHOSEN_REASONS, FEW_CHANNELS_REASON, is_raw_signal_conv
+from edgequant.graph.index import attribute, subgraph_reads, subgraphs
 from edgequant.graph.macs import all_nodes, float_tensors, node_macs, weight_macs
 from edgequant.model import Model
 from edgequant.provenance import SupportBrief
@@ -51,13 +52,17 @@ _WEIGHT_ONLY = {
 
 @dataclass(frozen=True)
 class NodeSupport:
-    """One compute node: integer or float on the target, why if float, and its MACs."""
+    """One compute node: integer or float on the target, why if float, and its MACs.
+    `chosen`: float by the quantizer's choice, because it runs as fast and more faithfully
+    so on this target (a raw-signal first conv, a detector's box decoding), not for want of
+    a kernel."""
 
     name: str
     op_type: str
     integer: bool
     reason: str = ""
     macs: int = 0
+    chosen: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,12 @@ class SupportReport:
         return not self.float_nodes
 
     @property
+    def fallbacks(self) -> list[NodeSupport]:
+        """Float nodes that are not the quantizer's choice: no kernel, excluded, or broken
+        ranges (what `--strict` refuses)."""
+        return [n for n in self.float_nodes if not n.chosen]
+
+    @property
     def integer_fraction(self) -> float:
         """Share of the multiply-accumulates in integer nodes (node share if no MACs known)."""
         total = sum(n.macs for n in self.nodes)
@@ -99,7 +110,8 @@ class SupportReport:
         if self.float_nodes:
             first = self.float_nodes[0]
             more = f" and {len(self.float_nodes) - 1} more" if len(self.float_nodes) > 1 else ""
-            line += f"; float: {first.name} ({first.op_type}: {first.reason}){more}"
+            why = f"by choice: {first.reason}" if first.chosen else first.reason
+            line += f"; float: {first.name} ({first.op_type}: {why}){more}"
         return line
 
     def markdown(self, limit: int = 20) -> str:
@@ -168,7 +180,7 @@ def _planned_by_ort(model: Model, config: PTQConfig, p: TargetPreset) -> Support
 
 def _planned(model: Model, config: PTQConfig, p: TargetPreset) -> SupportReport:
     from edgequant.config import Coverage
-    from edgequant.exporter.precision import float_layers
+    from edgequant.exporter.precision import float_layers, requested_layers
     from edgequant.exporter.select import select
     from edgequant.graph.index import GraphIndex
     from edgequant.graph.preprocess import optimize
@@ -180,6 +192,7 @@ def _planned(model: Model, config: PTQConfig, p: TargetPreset) -> SupportReport:
     sel = select(
         graph, GraphIndex.of(graph), exclude_nodes=frozenset(float_layers(config.precisions)),
         weighted_only=coverage is Coverage.WEIGHTED, quantize_outputs=config.full_integer,
+        raw_signal_float=config.raw_signal_float, requested=requested_layers(config.precisions),
     )  # fmt: skip
     chosen = {n.name for n in sel.nodes} | set(sel.fold_candidates)
     floats = float_tensors(fp32.proto)
@@ -197,7 +210,10 @@ def _ort_cpu(model: Model, p: TargetPreset) -> SupportReport:
     from edgequant.graph.preprocess import ort_optimized
 
     fused = ort_optimized(model.proto, extended=True)
-    planned = model.provenance.float_nodes if model.provenance is not None else {}
+    planned = {
+        **dict.fromkeys(raw_signal_convs(fused), FEW_CHANNELS_REASON),
+        **(model.provenance.float_nodes if model.provenance is not None else {}),
+    }
     integer: set[str] = set()
     dequantized: set[str] = set()
     floaty = {
@@ -238,8 +254,25 @@ def _ort_cpu(model: Model, p: TargetPreset) -> SupportReport:
             verdicts.append((node, True, ""))  # data movement on integers (Flatten, MaxPool)
             integer.update(node.output)
     return _report(
-        model.proto, p, "quantized", "ONNX Runtime's CPU graph after its QDQ fusions", verdicts
-    )
+        model.proto, p, "quantized", "ONNX Runtime's CPU graph after its QDQ fusions", verdicts,
+        planned,
+    )  # fmt: skip
+
+
+def raw_signal_convs(proto: onnx.ModelProto) -> set[str]:
+    """Names of the convs over the raw signal (`select.is_raw_signal_conv`), in the graph and
+    its bodies: on ONNX Runtime's CPU a float one there is the quantizer's choice, which a
+    model loaded without its sidecar still shows."""
+    graphs = [proto.graph, *(b for n in all_nodes(proto.graph) for b in subgraphs(n))]
+    dims = {i.name: tuple(i.dims) for g in graphs for i in g.initializer}
+    return {
+        node.name
+        for node in all_nodes(proto.graph)
+        if node.op_type in ("Conv", "FusedConv")
+        and len(node.input) > 1
+        and len(shape := dims.get(node.input[1], ())) >= 3
+        and is_raw_signal_conv(shape[1], shape[2:], attribute(node, "group", 1))
+    }
 
 
 def _node_units(model: Model, p: TargetPreset) -> SupportReport:
@@ -345,21 +378,24 @@ def _report(
     stage: str,
     method: str,
     verdicts: list[Verdict],
+    planned: dict[str, str] | None = None,
 ) -> SupportReport:
     """NodeSupport per verdict, with MACs from `model` (by node name, or for a node the runtime
-    fused and renamed, by the weight it reads)."""
+    fused and renamed, by the weight it reads); `planned`: why the quantizer left nodes inside
+    control-flow bodies float (its provenance)."""
     by_name, by_weight = node_macs(model), weight_macs(model)
     nodes = []
-    for node, integer, reason in _with_bodies(verdicts):
+    for node, integer, reason in _with_bodies(verdicts, planned or {}):
         name = node.name or f"{node.op_type}:{node.output[0] if node.output else ''}"
         macs = by_name.get(node.name, 0) or max(
             (by_weight.get(t, 0) for t in node.input), default=0
         )
-        nodes.append(NodeSupport(name, node.op_type, integer, reason, macs))
+        chosen = not integer and reason in CHOSEN_REASONS
+        nodes.append(NodeSupport(name, node.op_type, integer, reason, macs, chosen))
     return SupportReport(p.name, p.runtime.value, stage, method, tuple(nodes))
 
 
-def _with_bodies(verdicts: list[Verdict]) -> list[Verdict]:
+def _with_bodies(verdicts: list[Verdict], planned: dict[str, str]) -> list[Verdict]:
     """After each control-flow node, the compute nodes of its bodies (every If branch, a Loop
     or Scan body once): a VAD can hold all its compute in `If` branches, which a check of the
     top-level nodes would not see. Integer only where ONNX Runtime runs an integer kernel."""
@@ -373,7 +409,8 @@ def _with_bodies(verdicts: list[Verdict]) -> list[Verdict]:
             elif inner.op_type in _BODY_COMPUTE:
                 where = f"inside {node.op_type} {node.name or node.output[0]}"
                 why = (
-                    f"{where}: a branch stays float when the calibration data never takes it"
+                    planned.get(inner.name)
+                    or f"{where}: a branch stays float when the calibration data never takes it"
                     if node.op_type == "If"
                     else f"{where}: edgequant does not quantize Loop and Scan bodies yet"
                 )
@@ -382,8 +419,9 @@ def _with_bodies(verdicts: list[Verdict]) -> list[Verdict]:
 
 
 def require_integer(report: SupportReport) -> None:
-    """Raise when any node stays float (`--strict`): name them, say why and what to do."""
-    bad = report.float_nodes
+    """Raise when any node falls back to float (`--strict`): name them, say why and what to
+    do. Nodes kept float by choice (`NodeSupport.chosen`) are no fallback."""
+    bad = report.fallbacks
     if not bad:
         return
     shown = "; ".join(f"{n.name} ({n.op_type}: {n.reason})" for n in bad[:3])

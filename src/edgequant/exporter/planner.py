@@ -147,11 +147,14 @@ def folds_cleanly(act: onnx.NodeProto, tq: TensorQuant, index: GraphIndex) -> bo
 
 def fold_candidates(graph: onnx.GraphProto, index: GraphIndex, plan: QuantPlan) -> dict[str, str]:
     """Relu/Clip nodes after a quantizable compute node whose output has no quantizer while the
-    activation's output has one (how QAT's exported graph shows a fusable pair)."""
+    activation's output has one (how QAT's exported graph shows a fusable pair). A layer
+    whose weight is not planned stays float, its activation too, as in PTQ's selection."""
     found: dict[str, str] = {}
     for node in graph.node:
         rule = rule_for(node, index)
         if rule is None or rule.role is Role.SHARED_RANGE or not node.output:
+            continue
+        if rule.role is Role.WEIGHTED and node.input[1] not in plan.weights:
             continue
         act = fold_target(node, index)
         if act is not None and node.output[0] not in plan.activations:

@@ -60,6 +60,12 @@ def float_layers(precisions: Mapping[str, Precision]) -> dict[str, Precision]:
     return {k: v for k, v in precisions.items() if not v.quantized}
 
 
+def requested_layers(precisions: Mapping[str, Precision]) -> frozenset[str]:
+    """The layers given an integer precision by name: quantized even where the default rules
+    would leave them float (`select.few_channel_conv`)."""
+    return frozenset(k for k, v in precisions.items() if v.quantized)
+
+
 def weight_template(config: PTQConfig, precision: Precision | None) -> QuantSpec:
     """The weight spec of a layer at `precision` (None: the config's own `weights`)."""
     base = config.weights

@@ -81,13 +81,17 @@ def select(
     bad_tensors: dict[str, str] | None = None,
     weighted_only: bool = False,
     quantize_outputs: bool = False,
+    raw_signal_float: bool = False,
+    requested: frozenset[str] = frozenset(),
 ) -> Selection:
     """Walk nodes in graph order; `bad_tensors` (name -> reason) are never quantized.
     `weighted_only` (Coverage.WEIGHTED): only layers with weights, their inputs quantized and
     their outputs left float (a later quantized layer quantizes what it reads) - except a
     Conv's: ONNX Runtime has no integer Conv with a float output, so it is quantized (its
     Relu/Clip folded) and every reader reads it dequantized (`Selection.read_quantized`).
-    `quantize_outputs`: graph outputs get a Q/DQ pair too (full-integer targets)."""
+    `quantize_outputs`: graph outputs get a Q/DQ pair too (full-integer targets).
+    `raw_signal_float`: convs over the raw signal stay float (`few_channel_conv`; ONNX
+    Runtime's CPU kernels) except the `requested` ones, given an integer precision by name."""
     bad = bad_tensors or {}
     sel = Selection()
     quantized: set[str] = set()
@@ -97,6 +101,13 @@ def select(
         reason = _float_reason(node, rule, index, exclude_nodes, bad, quantized)
         if reason is None and not quantize_outputs and _tail_arithmetic(node, rule, feeding):
             reason = TAIL_REASON
+        if (
+            reason is None
+            and raw_signal_float
+            and node.name not in requested
+            and few_channel_conv(node, index)
+        ):
+            reason = FEW_CHANNELS_REASON
         if reason is None and weighted_only and rule is not None and rule.role is not Role.WEIGHTED:
             reason = "not a layer with weights (coverage: weighted)"
         if reason is not None:
@@ -137,6 +148,45 @@ TAIL_REASON = (
     "after the last layer with weights: no integer layer reads it, so integer arithmetic here "
     "only adds rounding (a detector's box decoding, say)"
 )
+
+# A Conv that reads at most this many input channels (mono or stereo audio, grayscale, RGB) over
+# at most RAW_DEPTH inputs per output (channels x kernel: 3x5x5) stays float by default
+RAW_CHANNELS = 3
+RAW_DEPTH = 75
+FEW_CHANNELS_REASON = (
+    f"a convolution over at most {RAW_CHANNELS} input channels (the raw signal: pixels, audio): "
+    "ONNX Runtime's integer kernel is no faster there and its 8-bit input grid loses most"
+)
+
+
+def few_channel_conv(node: onnx.NodeProto, index: GraphIndex) -> bool:
+    """A non-grouped Conv whose constant weight (out, in, *kernel) reads at most RAW_CHANNELS
+    channels and RAW_DEPTH inputs per output: a model's first layer on pixels or audio, or a
+    1-channel filter bank (`is_raw_signal_conv` decides). Only for ONNX Runtime's CPU targets
+    (`PTQConfig.raw_signal_float`): full-integer and NPU targets quantize it."""
+    if node.op_type != "Conv" or len(node.input) < 2 or not index.is_constant(node.input[1]):
+        return False
+    shape = index.array(node.input[1]).shape
+    return len(shape) >= 3 and is_raw_signal_conv(
+        shape[1], tuple(shape[2:]), attribute(node, "group", 1)
+    )
+
+
+def is_raw_signal_conv(in_channels: int, kernel: tuple[int, ...], groups: int) -> bool:
+    """Whether a convolution is better left float on ONNX Runtime's CPU kernels (shared with
+    QAT's `prepare_qat`, so that PTQ and QAT plan the same layers). Each output sums only
+    channels x kernel products, so the integer kernel saves little work beside quantizing its
+    input and requantizing its output: measured on this machine, float is no slower up to a
+    depth of 75 (the demo CNN's first conv, 1x3x3: 0.554x FP32 float vs 0.563x integer at
+    batch 1) and slower at 147 (3x7x7); and the raw signal is where an 8-bit grid costs most
+    (a VAD's 1-channel filter bank: 2 of 387 streamed decisions flipped with it integer, 1
+    float; a YOLO-style detector +0.25 mAP50-95, an attention model +1.5 dB SQNR)."""
+    depth = in_channels * int(np.prod(kernel))
+    return groups == 1 and in_channels <= RAW_CHANNELS and depth <= RAW_DEPTH
+
+
+# float by choice, not for want of a kernel (`analysis.support.NodeSupport.chosen`)
+CHOSEN_REASONS = frozenset({TAIL_REASON, FEW_CHANNELS_REASON})
 
 
 def feeds_a_layer(graph: onnx.GraphProto, index: GraphIndex) -> set[str]:

@@ -89,6 +89,8 @@ class QuantizedBranches:
     # graph's own quantization may rewrite one (a weight shared with a top-level layer becomes
     # int8), and then the branch gets its own float copy
     borrowed: dict[str, dict[str, onnx.TensorProto]] = field(default_factory=dict)
+    # node inside a quantized body -> why it stays float there (its quantization's provenance)
+    float_nodes: dict[str, str] = field(default_factory=dict)
 
     def splice(self, proto: onnx.ModelProto) -> None:
         """Put the bodies into their `If` nodes of `proto` (in place); outer weights only the
@@ -166,6 +168,8 @@ def quantize_branches(
             warnings.warn(f"{branch.key} stays float: {why}", EdgeQuantWarning, stacklevel=2)
             continue
         out.bodies[branch.key] = new = _as_body(q.proto.graph, body, branch, graph)
+        if q.provenance is not None:
+            out.float_nodes.update(q.provenance.float_nodes)
         reads = set(outer_reads(new))
         out.borrowed[branch.key] = {i.name: i for i in graph.initializer if i.name in reads}
         for op in q.proto.opset_import:

@@ -23,9 +23,21 @@ from edgequant.config import (
 from edgequant.errors import ConfigError, NothingToQuantizeError
 from edgequant.exporter.plan import QuantPlan, TensorQuant
 from edgequant.exporter.planner import aim_weight_spec, plan_static, plan_tables, weight_quant
-from edgequant.exporter.precision import activation_specs, check_names, float_layers, weight_specs
+from edgequant.exporter.precision import (
+    activation_specs,
+    check_names,
+    float_layers,
+    requested_layers,
+    weight_specs,
+)
 from edgequant.exporter.recurrent import recurrent_layers
-from edgequant.exporter.select import Selection, mismatched_concats, rule_for, select
+from edgequant.exporter.select import (
+    FEW_CHANNELS_REASON,
+    Selection,
+    mismatched_concats,
+    rule_for,
+    select,
+)
 from edgequant.exporter.write import write
 from edgequant.graph.index import GraphIndex
 from edgequant.graph.preprocess import optimize, upgrade_opset
@@ -83,9 +95,13 @@ class Calibrated:
         sel = self.selection(frozenset(), index)
         return [n for n in sel.nodes if (r := rule_for(n, index)) and r.role is Role.WEIGHTED]
 
-    def selection(self, exclude: frozenset[str], index: GraphIndex) -> Selection:
+    def selection(
+        self, exclude: frozenset[str], index: GraphIndex, requested: frozenset[str] = frozenset()
+    ) -> Selection:
         exclude = exclude | frozenset(float_layers(self.config.precisions))
-        sel = select_for(self.fp32, index, self.config, self.coverage, exclude, self.bad_tensors)
+        sel = select_for(
+            self.fp32, index, self.config, self.coverage, exclude, self.bad_tensors, requested
+        )
         if not sel.nodes and not self.branches.bodies:  # quantized branches are enough
             raise NothingToQuantizeError(_nothing_message(sel))
         return sel
@@ -145,9 +161,13 @@ def calibrate_static(
         raise NothingToQuantizeError(_nothing_message(sel))
     correct = config.bias_correction is BiasCorrection.EMPIRICAL
     ada = config.rounding is Rounding.ADAROUND
+    # ranges for the convs left float by default too, should a precision name them later
+    # (mixed precision, tune, analyze)
+    raw = frozenset(n for n, why in sel.float_nodes.items() if why == FEW_CHANNELS_REASON)
+    wide = select_for(fp32, index, config, coverage, exclude, {}, raw) if raw else sel
     result = calibrate(
         fp32,
-        sel.calibrated_tensors(),
+        wide.calibrated_tensors(),
         calibration,
         num_bins=config.num_bins,
         max_samples=config.max_calibration_samples,
@@ -216,7 +236,7 @@ def plan_calibrated(
     proto = onnx.ModelProto()
     proto.CopyFrom(cal.fp32.proto)  # bias correction edits biases of the nodes quantized now
     index = GraphIndex.of(proto.graph)
-    sel = cal.selection(frozenset(floats), index)
+    sel = cal.selection(frozenset(floats), index, requested_layers(layers))
     missing = [t for t in sel.observed_tensors() if t not in cal.ranges]
     if missing:
         raise NothingToQuantizeError(f"no calibrated range for {missing[0]!r}")  # never expected
@@ -272,7 +292,11 @@ def quantize_calibrated(
         bias_corrected_nodes=planned.corrected,
         adarounded_weights=planned.rounded,
         folded_activations=list(plan.folded),
-        float_nodes={k: v for k, v in sel.float_nodes.items() if k not in {*plan.folded, *lstms}},
+        float_nodes={
+            k: v
+            for k, v in {**sel.float_nodes, **cal.branches.float_nodes}.items()
+            if k not in {*plan.folded, *lstms}
+        },
     )
     return out
 
@@ -301,12 +325,15 @@ def select_for(
     coverage: Coverage,
     exclude: frozenset[str],
     bad: dict[str, str],
+    requested: frozenset[str] = frozenset(),
 ) -> Selection:
-    """The node selection for `config` (its coverage, its target's full-integer rule)."""
+    """The node selection for `config` (its coverage, its target's full-integer rule, the
+    layers given an integer precision by name, in its precisions or in `requested`)."""
     return select(
         fp32.proto.graph, index, exclude_nodes=exclude, bad_tensors=bad,
-        weighted_only=coverage is Coverage.WEIGHTED,
-        quantize_outputs=config.full_integer,
+        weighted_only=coverage is Coverage.WEIGHTED, quantize_outputs=config.full_integer,
+        raw_signal_float=config.raw_signal_float,
+        requested=requested | requested_layers(config.precisions),
     )  # fmt: skip
 
 

@@ -55,7 +55,7 @@ def plan_qat(model: Any, example_input: Any) -> tuple[onnx.ModelProto, QuantPlan
     same hand-off static PTQ produces (`ptq.static.plan_calibrated`)."""
     from edgequant.graph.preprocess import name_nodes
 
-    weight_log: list[tuple[QuantSpec, np.ndarray]] = []
+    weight_log: list[tuple[QuantSpec, np.ndarray] | None] = []
     activation_log: list[QuantSpec] = []
     transport = _torch_export(model, example_input, weight_log, activation_log)
     name_nodes(transport.graph)
@@ -89,7 +89,7 @@ def _torch_export(
 
 def plan_from_transport(
     transport: onnx.ModelProto,
-    weight_log: list[tuple[QuantSpec, np.ndarray]] | None = None,
+    weight_log: list[tuple[QuantSpec, np.ndarray] | None] | None = None,
     activation_log: list[QuantSpec] | None = None,
 ) -> tuple[onnx.ModelProto, QuantPlan]:
     """Strip the Q/DQ pairs of an exported fake-quant model; return the float graph and the plan.
@@ -133,10 +133,10 @@ def plan_from_transport(
 
 
 def _weights_from_log(
-    graph: onnx.GraphProto, plan: QuantPlan, log: list[tuple[QuantSpec, np.ndarray]]
+    graph: onnx.GraphProto, plan: QuantPlan, log: list[tuple[QuantSpec, np.ndarray] | None]
 ) -> None:
     """Pair each weighted node's constant weight (graph order = forward order) with the
-    (spec, scale) its module logged during the export."""
+    (spec, scale) its module logged during the export (None: the layer stays float)."""
     index = GraphIndex.of(graph)
     weights = [
         n.input[1]
@@ -150,7 +150,10 @@ def _weights_from_log(
         raise ValueError(
             f"{len(log)} logged weights for {len(weights)} weighted nodes in the export"
         )
-    for name, (spec, scale) in zip(weights, log[-len(weights) :], strict=True):
+    for name, logged in zip(weights, log[-len(weights) :], strict=True):
+        if logged is None:
+            continue
+        spec, scale = logged
         aimed = replace(spec, granularity=PerChannel(0))
         plan.weights[name] = TensorQuant(
             aimed, scale.astype(np.float32), np.zeros(scale.shape, np.int32)

@@ -31,7 +31,8 @@ class WeightedState:
     by `prepare.py`) and, during an export, where it logs its weight grid (`export.py`)."""
 
     input_quantizer: ActivationQuantizer | None = None
-    export_log: list[tuple[QuantSpec, np.ndarray]] | None = None
+    # (spec, scale) per weighted layer in forward order; None for a layer left float
+    export_log: list[tuple[QuantSpec, np.ndarray] | None] | None = None
 
 
 class Mode(enum.Enum):
@@ -127,6 +128,15 @@ def transport_weight(module: nn.Module, w: torch.Tensor, scale: torch.Tensor) ->
     return torch.from_numpy(on_grid)
 
 
+def transport_float(module: nn.Module, w: torch.Tensor) -> torch.Tensor:
+    """The weight of a layer left float, for the ONNX export: a constant (BatchNorm folded in),
+    logged as None so that `export.py` pairs the other layers' grids with the right weights."""
+    log = module.state.export_log  # type: ignore[union-attr]
+    if log is not None:
+        log.append(None)
+    return torch.from_numpy(w.detach().numpy().copy())
+
+
 def batch_statistics(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel (axis 1) mean and unbiased variance of `y` (N, C, ...), over all processes
     when training runs under torch.distributed, so that BatchNorm statistics under DDP equal
@@ -167,13 +177,14 @@ MIN_BN_BATCH = 16  # smaller training batches leave the folded BatchNorm statist
 class QuantConv(nn.Module):
     """Conv with fake-quantized weights; a following BatchNorm is folded in (Jacob et al. 2018,
     Krishnamoorthi 2018): the conv runs with the folded weight that will be deployed, BN
-    statistics keep updating for `bn_freeze_steps` training steps, then stay frozen."""
+    statistics keep updating for `bn_freeze_steps` training steps, then stay frozen. With
+    `spec` None the folded conv stays float (a raw-signal conv, as PTQ plans it)."""
 
     def __init__(
         self,
         conv: nn.Conv2d | nn.Conv1d,
         bn: nn.BatchNorm2d | nn.BatchNorm1d | None,
-        spec: QuantSpec,
+        spec: QuantSpec | None,
         bn_freeze_steps: int,
     ) -> None:
         super().__init__()
@@ -215,6 +226,10 @@ class QuantConv(nn.Module):
             self._update_bn_stats(x)
         w, b = self.folded()
         if self.mode is Mode.OBSERVE:
+            return self._conv(x, w, b)
+        if self.spec is None:
+            if self.mode is Mode.EXPORT:
+                return self._conv(x, transport_float(self, w), b.detach())
             return self._conv(x, w, b)
         scale = weight_scale(w, self.spec)
         if self.mode is Mode.EXPORT:

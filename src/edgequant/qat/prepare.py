@@ -20,9 +20,11 @@ from torch import fx, nn
 
 from edgequant.data import as_batches
 from edgequant.errors import ConfigError, DataError
+from edgequant.exporter.select import FEW_CHANNELS_REASON, is_raw_signal_conv
 from edgequant.qat.config import QATConfig
 from edgequant.qat.modules import ActivationQuantizer, Mode, QuantConv, QuantLinear
 from edgequant.qat.state import QATState, attach
+from edgequant.spec import QuantSpec
 
 _CONVS = (nn.Conv1d, nn.Conv2d)
 _BNS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -61,7 +63,8 @@ def _prepare_module(
 ) -> nn.Module:
     name = prefix.rstrip(".")
     if prefix and isinstance(module, _CONVS):  # a layer of a parent that cannot be traced
-        return QuantConv(module, None, config.weight_spec_for(name), config.bn_freeze_steps)
+        spec = _conv_spec(module, config, name, float_layers)
+        return QuantConv(module, None, spec, config.bn_freeze_steps)
     if prefix and isinstance(module, nn.Linear):
         return QuantLinear(module, config.weight_spec_for(name))
     try:
@@ -121,13 +124,8 @@ def _swap_weighted(
                 else None
             )
             bn = mods[bn_node.target] if bn_node is not None else None
-            _set(
-                gm,
-                node.target,
-                QuantConv(
-                    mod, bn, config.weight_spec_for(prefix + node.target), config.bn_freeze_steps
-                ),
-            )
+            spec = _conv_spec(mod, config, prefix + node.target, float_layers)
+            _set(gm, node.target, QuantConv(mod, bn, spec, config.bn_freeze_steps))
             if bn_node is not None:
                 bn_node.replace_all_uses_with(node)
                 gm.graph.erase_node(bn_node)
@@ -144,6 +142,18 @@ def _swap_weighted(
             float_layers[prefix + node.target] = (
                 f"{type(mod).__name__} is not supported by QAT yet: it stays in float"
             )
+
+
+def _conv_spec(
+    conv: nn.Conv1d | nn.Conv2d, config: QATConfig, name: str, float_layers: dict[str, str]
+) -> QuantSpec | None:
+    """The conv's weight spec, or None where PTQ leaves it float too (`is_raw_signal_conv`:
+    a first layer on pixels or audio) unless the config names it in `overrides`."""
+    raw = is_raw_signal_conv(conv.in_channels, tuple(conv.kernel_size), conv.groups)
+    if raw and name not in dict(config.overrides):
+        float_layers[name] = FEW_CHANNELS_REASON
+        return None
+    return config.weight_spec_for(name)
 
 
 def _set(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
@@ -183,9 +193,10 @@ def _insert_quantizers(gm: fx.GraphModule, config: QATConfig) -> None:
         if node.op == "output" or node in quantized:
             continue
         if _is_weighted(node, mods) or _is_add(node) or _is_avg(node, mods):
-            for arg in node.args if _is_add(node) else node.args[:1]:
+            float_conv = _is_weighted(node, mods) and mods[node.target].spec is None
+            for arg in [] if float_conv else node.args if _is_add(node) else node.args[:1]:
                 ensure_input(node, arg)
-            if _is_weighted(node, mods):
+            if _is_weighted(node, mods) and not float_conv:
                 # the bias grid depends on the input scale (see modules._bias)
                 mods[node.target].state.input_quantizer = _source_quantizer(gm, node.args[0])
             point = output_point(node)
