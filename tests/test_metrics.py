@@ -267,13 +267,15 @@ def detector_files(folder, scenes: int):
 
 @pytest.mark.slow  # trains the detector if it is not cached (~70 s), then ~25 tuning trials
 def test_tune_keeps_the_detector_within_a_budget_in_map_points(tmp_path) -> None:
-    """`edgequant tune --metric map --max-drop 1.2`: the budget is in mAP50-95 points, every
-    trial says its mAP, and the saved best model measures what its trial says."""
+    """`edgequant tune --metric map --max-drop 1.2 --precisions int4,int8`: the budget is in
+    mAP50-95 points (4-bit layers cost mAP: the budget binds), every trial says its mAP, and
+    the saved best model measures what its trial says (measured: 1.06 points down at 19% of
+    FP32's size; all INT8 1.08 at 27%)."""
     src, name, test = detector_files(tmp_path, scenes=300)
     proc = run_cli(
         "tune", str(src), "--calib", str(tmp_path / "calib.npz"),
         "--data", str(tmp_path / "scenes.npz"), "--metric", "map", "--max-drop", "1.2",
-        "--precisions", "int8,fp32", "--backend", "local", "-o", str(tmp_path / "tuned"),
+        "--precisions", "int4,int8", "--backend", "local", "-o", str(tmp_path / "tuned"),
         "--json",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -283,7 +285,7 @@ def test_tune_keeps_the_detector_within_a_budget_in_map_points(tmp_path) -> None
     best = result["best"]
     assert best is not None and best["drop_points"] <= 1.2
     assert best["drop_points"] == pytest.approx(reference["value"] - best["metric"])
-    assert best["size_bytes"] < 0.5 * src.stat().st_size  # most layers int8
+    assert best["size_bytes"] < 0.25 * src.stat().st_size  # some layers int4
     assert any(not t["accurate"] for t in result["trials"])  # the budget did bind
     # boxes beside scores are no class scores: no top-1 agreement (it read 14x the samples)
     assert all(t["agreement"] is None for t in result["trials"])
@@ -339,8 +341,42 @@ def test_analyze_ranks_the_detectors_layers_by_map(tmp_path) -> None:
     report = json.loads(proc.stdout)
     reference = report["reference_metric"]["value"]
     costs = [reference - layer["alone_metric"] for layer in report["layers"]]
-    assert len(costs) == 15 and costs == sorted(costs, reverse=True)
+    # 14 of its 15 layers: the first conv reads the 1-channel scene, float by default
+    assert len(costs) == 14 and costs == sorted(costs, reverse=True)
     assert costs[0] > 0.5 and costs[0] > 2 * costs[-1]  # some layers cost far more than others
     assert report["quantized_metric"] < reference and report["quantized_top1"] is None
     assert report["quantized_agreement"] is None  # the output holds boxes, not class scores
     assert "mAP50-95 mAP points" in (tmp_path / "analysis" / "sensitivity.md").read_text()
+
+
+def test_report_tables_read_the_task_metric_in_its_direction(tmp_path) -> None:
+    """A report by a task metric: the column is named with its units, the drop is the loss
+    in the metric's own direction (a lower-is-better CER that rises is a positive drop), and
+    the JSON keeps the reference; pictures given to a section travel into both pages."""
+    from edgequant.metrics import MetricValue
+    from edgequant.report import Row, Section, markdown_table, write_report
+
+    ref = MetricValue("CER", 0.0200, "fraction", higher_is_better=False)
+    rows = [
+        Row("fp32", "fp32", None, None, None, 1000, 1.0, {"b1/t1": 1.0}, metric=0.0200),
+        Row("int8", "static", None, 0.99, 30.0, 260, 0.26, {"b1/t1": 0.5}, metric=0.0250),
+    ]
+    table = markdown_table(rows, None, ref)
+    assert table.splitlines()[0].startswith("| variant | CER (fraction) | drop |")
+    assert "| int8 | 0.025 | +0.01 | 99.00 | 30.0 | 0 | 0.260 | 0.50 |" in table
+    assert rows[1].metric_drop(ref) == pytest.approx(0.005)
+    higher = MetricValue("mAP50-95", 49.3, "mAP points", higher_is_better=True)
+    assert Row("x", "static", None, None, None, 1, 1.0, metric=48.4).metric_drop(
+        higher
+    ) == pytest.approx(0.9)
+    import matplotlib.pyplot as plt
+
+    from edgequant.report.figure import save_figure
+
+    fig = plt.figure()
+    save_figure(fig, tmp_path / "pic.png")
+    section = Section("Task", table, ["a note"], images=[(tmp_path / "pic.png", "a picture")])
+    paths = write_report(tmp_path, "t", rows, None, ["n"], sections=[section], metric=ref)
+    assert "![a picture](pic.png)" in paths["markdown"].read_text()
+    assert paths["html"].read_text().count("<img") == 2
+    assert json.loads(paths["json"].read_text())["reference_metric"]["name"] == "CER"

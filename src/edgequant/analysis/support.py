@@ -144,6 +144,7 @@ class SupportReport:
         data["nodes"] = [asdict(n) for n in self.nodes]
         data["integer_fraction"] = self.integer_fraction
         data["fully_integer"] = self.fully_integer
+        data["fallbacks"] = [n.name for n in self.fallbacks]
         return data
 
 

@@ -61,14 +61,17 @@ def out_option(default: str) -> Callable[[Any], Any]:
     )
 
 
-def print_report(rows: list[Any], reference_top1: float, report: dict[str, Path]) -> None:
-    """The report's table in the terminal, and where the files are."""
+def print_report(
+    rows: list[Any], reference_top1: float | None, report: dict[str, Path], metric: Any = None
+) -> None:
+    """The report's table in the terminal (by the task `metric` when it has one), and where
+    the files are."""
     from rich.console import Console
     from rich.markdown import Markdown
 
     from edgequant.report import markdown_table
 
-    Console().print(Markdown(markdown_table(rows, reference_top1)))
+    Console().print(Markdown(markdown_table(rows, reference_top1, metric)))
     click.echo(f"report: {report['html']}  ({report['markdown']})")
 
 

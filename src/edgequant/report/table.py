@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from edgequant.metrics.base import MetricValue
+
 
 @dataclass
 class Row:
-    """Everything a report says about one variant. Ratios are variant / FP32 (below 1 is faster)."""
+    """Everything a report says about one variant. Ratios are variant / FP32 (below 1 is faster).
+    `metric`: the value of the report's task metric (`markdown_table(metric=...)`), in its own
+    units, where the report measures a task other than classification."""
 
     name: str
     method: str
@@ -20,26 +24,54 @@ class Row:
     p50_ms: dict[str, float] = field(default_factory=dict)
     quantize_s: float | None = None
     note: str = ""
+    metric: float | None = None
 
-    def accuracy_drop(self, reference_top1: float) -> float | None:
-        return None if self.top1 is None else (reference_top1 - self.top1) * 100.0
+    def accuracy_drop(self, reference_top1: float | None) -> float | None:
+        if self.top1 is None or reference_top1 is None:
+            return None
+        return (reference_top1 - self.top1) * 100.0
+
+    def metric_drop(self, reference: MetricValue) -> float | None:
+        """How much worse than the reference, in the metric's units (a rise for a
+        lower-is-better metric)."""
+        if self.metric is None:
+            return None
+        worse = reference.value - self.metric
+        return worse if reference.higher_is_better else -worse
 
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}"
 
 
-def markdown_table(rows: list[Row], reference_top1: float) -> str:
-    """A GitHub-flavoured Markdown table of the variants."""
+def _number(x: float | None) -> str:
+    """A metric value: two decimals from 1 up (mAP points, %), four significant digits below
+    (a CER of 0.0123)."""
+    if x is None:
+        return "-"
+    return f"{x:.2f}" if abs(x) >= 1 else f"{x:.4g}"
+
+
+def markdown_table(
+    rows: list[Row], reference_top1: float | None, metric: MetricValue | None = None
+) -> str:
+    """A GitHub-flavoured Markdown table of the variants: top-1 and its drop, or with `metric`
+    (the reference's value) the task metric and its drop in the metric's units."""
     settings = list(rows[0].latency_ratio) if rows else []
-    head = ["variant", "top-1 %", "drop (pts)", "agree %", "SQNR dB", "size KB", "size ×"]
+    score = "top-1 %" if metric is None else f"{metric.name} ({metric.units})".replace(" ()", "")
+    drop_head = "drop (pts)" if metric is None else "drop"
+    head = ["variant", score, drop_head, "agree %", "SQNR dB", "size KB", "size ×"]
     head += [f"latency × {s}" for s in settings]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        drop = r.accuracy_drop(reference_top1)
+        if metric is None:
+            value, drop = _pct(r.top1), r.accuracy_drop(reference_top1)
+        else:
+            value = _number(r.metric)
+            drop = r.metric_drop(metric)
         cells = [
             r.name,
-            _pct(r.top1),
+            value,
             "-" if drop is None else f"{drop:+.2f}",
             _pct(r.agreement),
             "-"

@@ -8,10 +8,13 @@ exported models on the test data; latency ratios are to FP32 in one interleaved 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgequant.errors import ConfigError
+from edgequant.metrics.base import Metric, MetricValue, Outputs, load_metric
 from edgequant.model import Model
 from edgequant.outputs import check_report_dir, resolve_output_dir
 from edgequant.progress import ProgressFn, silent
@@ -57,9 +60,13 @@ def default_recipes(steps8: int = 400, steps4: int = 800) -> list[Recipe]:
 
 @dataclass
 class Comparison:
+    """The rows of a comparison; `reference_top1` (a classifier) or `reference_metric` (the
+    task metric's value on FP32) is what the rows are measured against."""
+
     rows: list[Row]
-    reference_top1: float
+    reference_top1: float | None
     report: dict[str, Path]
+    reference_metric: MetricValue | None = None
 
 
 def compare(
@@ -67,16 +74,26 @@ def compare(
     *,
     recipes: list[Recipe] | None = None,
     out_dir: Path | None = None,
+    metric: Metric | Callable[[Outputs, Any], float] | str | None = None,
     progress: ProgressFn = silent,
 ) -> Comparison:
-    """PTQ and QAT of `task.model` for each recipe, measured on `task.test` (required)."""
+    """PTQ and QAT of `task.model` for each recipe, measured on `task.test` (required): by
+    top-1 on class-id labels, or by the task `metric` (`edgequant.metrics`: mAP, CER, a
+    user's function) on whatever targets the test data carries."""
     if task.test is None:
         raise ConfigError("compare needs labelled test data: give the task a `test` iterable")
     if out_dir is not None:
         check_report_dir(out_dir)
+    if isinstance(metric, str):
+        metric = load_metric(metric)  # a typo is said before any training
     fp32 = to_onnx(task.model, task.example_input, "fp32")
-    reference = evaluate(fp32, task.test).top1
-    assert reference is not None
+    measured = evaluate(fp32, task.test, metric=metric)
+    reference, reference_metric = measured.top1, measured.metric
+    if reference is None and reference_metric is None:
+        raise ConfigError(
+            "compare measures top-1 on class-id labels: the test data has none, so give a task "
+            "metric (--metric map, cer, module:function, ...) that reads its targets"
+        )
     batch = getattr(task.train, "batch_size", None)
     built: list[tuple[str, str, Model, float, str]] = []
     for recipe in recipes or default_recipes():
@@ -121,10 +138,11 @@ def compare(
             {},
             None,
             "reference",
+            metric=None if reference_metric is None else reference_metric.value,
         )
     ]
     for (name, method, model, seconds, data), b in zip(built, bench[1:], strict=True):
-        res = evaluate(model, task.test, reference=fp32)
+        res = evaluate(model, task.test, reference=fp32, metric=metric)
         ratios = {f"b{x.batch}/t2": x.p50_ms / base.at(x.batch, 2).p50_ms for x in b.latency}
         rows.append(
             Row(
@@ -139,6 +157,7 @@ def compare(
                 {},
                 seconds,
                 f"data: {data}",
+                metric=None if res.metric is None else res.metric.value,
             )
         )
     report: dict[str, Path] = {}
@@ -149,6 +168,7 @@ def compare(
 
         support = support_section([(name, model) for name, _, model, _, _ in built])
         report = write_report(
-            out_dir, "edgequant compare: PTQ vs QAT", rows, reference, notes, sections=[support]
-        )
-    return Comparison(rows, reference, report)
+            out_dir, "edgequant compare: PTQ vs QAT", rows, reference, notes, sections=[support],
+            metric=reference_metric,
+        )  # fmt: skip
+    return Comparison(rows, reference, report, reference_metric)

@@ -26,6 +26,7 @@ from edgequant.report import Row, Section, write_report
 from edgequant.report.targets import target_section
 from edgequant.runtime.benchmark import benchmark
 from edgequant.runtime.scoring import Scorer
+from edgequant.workflows.detection_demo import DetectionDemo, run_detection
 from edgequant.workflows.targets import quantize_for_targets
 
 CALIBRATION_SAMPLES = 1000
@@ -131,10 +132,14 @@ class DemoResult:
     reference_top1: float
     report: dict[str, Path]
     targets: Section
+    detection: DetectionDemo | None = None
 
 
-def run_demo(out_dir: Path, *, progress: ProgressFn = silent, bench_rounds: int = 3) -> DemoResult:
-    """Run the whole demo into `out_dir` (created if its parent exists)."""
+def run_demo(
+    out_dir: Path, *, progress: ProgressFn = silent, bench_rounds: int = 3, detection: bool = True
+) -> DemoResult:
+    """Run the whole demo into `out_dir` (created if its parent exists); `detection`: with the
+    detection task as a section of the report (`workflows.detection_demo`)."""
     import torch
 
     from edgequant.torch_onnx import to_onnx
@@ -188,6 +193,9 @@ def run_demo(out_dir: Path, *, progress: ProgressFn = silent, bench_rounds: int 
         threads=(1, 2),
         rounds=bench_rounds,
         progress=progress,
+    )
+    found = (
+        run_detection(out_dir, progress=progress, bench_rounds=bench_rounds) if detection else None
     )
     base = bench[0]
     reference_top1 = scorer.reference_top1
@@ -252,9 +260,9 @@ def run_demo(out_dir: Path, *, progress: ProgressFn = silent, bench_rounds: int 
         reference_top1,
         notes,
         {"benchmark": [b.to_dict() for b in bench]},
-        sections=[targets],
+        sections=[targets, *([found.section] if found is not None else [])],
     )
-    return DemoResult(rows, reference_top1, report, targets)
+    return DemoResult(rows, reference_top1, report, targets, found)
 
 
 def _weakest_layers(quantized: Model, fp32: Model, data: ArrayDataset) -> str:
