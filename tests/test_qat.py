@@ -456,3 +456,29 @@ def test_conv_subclasses_are_quantized_and_exported_faithfully(calibration, fmni
     exported = eq.export(model, torch.zeros(1, 1, 28, 28), "same")
     ref, got = torch_logits(model, images), onnx_logits(exported, images)
     assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.995
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_raw_signal_conv_is_planned_alike_by_ptq_and_qat(pooled: bool) -> None:
+    """A conv over a 1-channel image stays float in both plans, unless a pool reads it (then
+    both quantize it: the float path would pool floats at full resolution, measured slower)."""
+    from edgequant.exporter.select import FEW_CHANNELS_REASON, select
+    from edgequant.graph.index import GraphIndex
+    from edgequant.graph.preprocess import optimize
+    from edgequant.torch_onnx import to_onnx
+
+    torch.manual_seed(0)
+    pool = [nn.MaxPool2d(2)] if pooled else [nn.Identity()]
+    side = 14 if pooled else 28
+    net = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), *pool,
+        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * side * side, 10),
+    ).eval()  # fmt: skip
+    qat_floats = eq.qat_state(eq.prepare_qat(net, eq.QATConfig.int8())).float_layers
+    graph = optimize(to_onnx(net, torch.zeros(1, 1, 28, 28), "raw")).proto.graph
+    ptq_floats = select(graph, GraphIndex.of(graph), raw_signal_float=True).float_nodes
+    ptq_convs = [name for name, why in ptq_floats.items() if why == FEW_CHANNELS_REASON]
+    if pooled:
+        assert qat_floats == {} and ptq_convs == []
+    else:
+        assert qat_floats == {"0": FEW_CHANNELS_REASON} and len(ptq_convs) == 1

@@ -34,20 +34,16 @@ def mnist():
     return to_onnx(net, torch.zeros(1, 1, 28, 28), "mnistnet"), x, y.astype(np.int64)
 
 
-def test_static_int8_quantizes_all_but_the_raw_signal_and_keeps_accuracy(mnist) -> None:
-    from edgequant.exporter.select import FEW_CHANNELS_REASON
-
+def test_static_int8_quantizes_everything_and_keeps_accuracy(mnist) -> None:
     fp32, x, y = mnist
     q = eq.quantize(fp32, eq.PTQConfig.int8(), calibration=eq.ArrayDataset(x[::17][:300], None, 50))
-    # the first conv reads the 1-channel image (1x5x5 per output): float by choice, with its
-    # Relu and MaxPool; from the quantizer after them on, integer (the second MaxPool and
-    # Flatten included, after a folded Relu)
-    floats = q.provenance.float_nodes
-    assert floats.pop("/features/features.0/Conv") == FEW_CHANNELS_REASON
-    assert set(floats) <= {"/features/features.1/Relu", "/features/features.2/MaxPool"}, floats
+    # MaxPool and Flatten included, after a folded Relu; the first conv reads the 1-channel
+    # image but a MaxPool reads it, so it is quantized too (select.feeds_pooling)
+    assert q.provenance.float_nodes == {}
     fused = fused_ops(q)
-    assert fused["QLinearConv"] == 1 and fused["QGemm"] == 2
-    assert fused["Gemm"] == fused["DequantizeLinear"] == 0
+    assert fused["QLinearConv"] == 2 and fused["QGemm"] == 2
+    assert fused["NhwcMaxPool"] + fused["MaxPool"] == 2  # on uint8, between the integer convs
+    assert fused["Conv"] == fused["Gemm"] == fused["DequantizeLinear"] == 0
     res = eq.evaluate(q, eq.ArrayDataset(x, y, 500), reference=fp32)
     assert res.reference_top1 - res.top1 <= 0.002 and res.agreement >= 0.998
     assert q.size_bytes <= 0.27 * fp32.size_bytes  # weights dominate: ~25% of FP32

@@ -21,9 +21,15 @@ import onnx
 
 from edgequant.config import Method, PTQConfig, Target
 from edgequant.errors import UnsupportedOperatorError
-from edgequant.exporter.select import CHOSEN_REASONS, FEW_CHANNELS_REASON, is_raw_signal_conv
+from edgequant.exporter.select import (
+    CHOSEN_REASONS,
+    FEW_CHANNELS_REASON,
+    POOLING,
+    is_raw_signal_conv,
+)
 from edgequant.graph.index import attribute, subgraph_reads, subgraphs
 from edgequant.graph.macs import all_nodes, float_tensors, node_macs, weight_macs
+from edgequant.graph.rules import FOLDABLE_ACTIVATIONS
 from edgequant.model import Model
 from edgequant.provenance import SupportBrief
 from edgequant.targets import Runtime, TargetPreset, preset
@@ -266,6 +272,23 @@ def raw_signal_convs(proto: onnx.ModelProto) -> set[str]:
     model loaded without its sidecar still shows."""
     graphs = [proto.graph, *(b for n in all_nodes(proto.graph) for b in subgraphs(n))]
     dims = {i.name: tuple(i.dims) for g in graphs for i in g.initializer}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in all_nodes(proto.graph):
+        for t in node.input:
+            readers.setdefault(t, []).append(node)
+
+    def pooled(node: onnx.NodeProto) -> bool:  # through a Relu/Clip, as select.feeds_pooling
+        for _ in range(2):
+            after = readers.get(node.output[0], [])
+            if len(after) != 1:
+                return False
+            node = after[0]
+            if node.op_type in POOLING:
+                return True
+            if node.op_type not in FOLDABLE_ACTIVATIONS:
+                return False
+        return False
+
     return {
         node.name
         for node in all_nodes(proto.graph)
@@ -273,6 +296,7 @@ def raw_signal_convs(proto: onnx.ModelProto) -> set[str]:
         and len(node.input) > 1
         and len(shape := dims.get(node.input[1], ())) >= 3
         and is_raw_signal_conv(shape[1], shape[2:], attribute(node, "group", 1))
+        and not pooled(node)
     }
 
 

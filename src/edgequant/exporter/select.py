@@ -167,14 +167,33 @@ def few_channel_conv(node: onnx.NodeProto, index: GraphIndex) -> bool:
     if node.op_type != "Conv" or len(node.input) < 2 or not index.is_constant(node.input[1]):
         return False
     shape = index.array(node.input[1]).shape
-    return len(shape) >= 3 and is_raw_signal_conv(
-        shape[1], tuple(shape[2:]), attribute(node, "group", 1)
+    return (
+        len(shape) >= 3
+        and is_raw_signal_conv(shape[1], tuple(shape[2:]), attribute(node, "group", 1))
+        and not feeds_pooling(node, index)
     )
 
 
+POOLING = frozenset({"MaxPool", "AveragePool"})
+
+
+def feeds_pooling(node: onnx.NodeProto, index: GraphIndex) -> bool:
+    """Whether `node`'s output, directly or through its Relu/Clip, is pooled. A float conv
+    before a pool keeps the pool in float on the full-resolution map, where integer kernels
+    pool uint8: measured slower (a CNN on MNIST, conv 1->32 then MaxPool: 0.62x -> 0.80x FP32
+    latency with the conv float; a conv + BiLSTM recogniser 0.67x -> 0.79x), so such a conv
+    is quantized."""
+    outputs = [node.output[0]]
+    act = fold_target(node, index)
+    if act is not None:
+        outputs.append(act.output[0])
+    return any(c.op_type in POOLING for t in outputs for c in index.consumers.get(t, []))
+
+
 def is_raw_signal_conv(in_channels: int, kernel: tuple[int, ...], groups: int) -> bool:
-    """Whether a convolution is better left float on ONNX Runtime's CPU kernels (shared with
-    QAT's `prepare_qat`, so that PTQ and QAT plan the same layers). Each output sums only
+    """Whether a convolution is better left float on ONNX Runtime's CPU kernels, by its
+    weight's shape (shared with QAT's `prepare_qat`, so that PTQ and QAT plan the same layers;
+    both also keep it integer when a pool reads it, `feeds_pooling`). Each output sums only
     channels x kernel products, so the integer kernel saves little work beside quantizing its
     input and requantizing its output: measured on this machine, float is no slower up to a
     depth of 75 (the demo CNN's first conv, 1x3x3: 0.554x FP32 float vs 0.563x integer at

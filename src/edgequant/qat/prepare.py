@@ -124,7 +124,7 @@ def _swap_weighted(
                 else None
             )
             bn = mods[bn_node.target] if bn_node is not None else None
-            spec = _conv_spec(mod, config, prefix + node.target, float_layers)
+            spec = _conv_spec(mod, config, prefix + node.target, float_layers, _pooled(node, mods))
             _set(gm, node.target, QuantConv(mod, bn, spec, config.bn_freeze_steps))
             if bn_node is not None:
                 bn_node.replace_all_uses_with(node)
@@ -145,15 +145,47 @@ def _swap_weighted(
 
 
 def _conv_spec(
-    conv: nn.Conv1d | nn.Conv2d, config: QATConfig, name: str, float_layers: dict[str, str]
+    conv: nn.Conv1d | nn.Conv2d,
+    config: QATConfig,
+    name: str,
+    float_layers: dict[str, str],
+    pooled: bool = False,
 ) -> QuantSpec | None:
     """The conv's weight spec, or None where PTQ leaves it float too (`is_raw_signal_conv`:
-    a first layer on pixels or audio) unless the config names it in `overrides`."""
-    raw = is_raw_signal_conv(conv.in_channels, tuple(conv.kernel_size), conv.groups)
+    a first layer on pixels or audio, not `pooled` after it) unless the config names it in
+    `overrides`."""
+    raw = not pooled and is_raw_signal_conv(conv.in_channels, tuple(conv.kernel_size), conv.groups)
     if raw and name not in dict(config.overrides):
         float_layers[name] = FEW_CHANNELS_REASON
         return None
     return config.weight_spec_for(name)
+
+
+_POOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, *_AVG_MODULES[2:])
+_POOL_FUNCS = {
+    nn.functional.max_pool1d,
+    nn.functional.max_pool2d,
+    nn.functional.avg_pool1d,
+    nn.functional.avg_pool2d,
+}
+
+
+def _pooled(node: fx.Node, mods: dict[str, nn.Module]) -> bool:
+    """Whether the conv at `node` feeds a pool, directly or through its BatchNorm and ReLU (as
+    `select.feeds_pooling` decides for PTQ)."""
+    for _ in range(3):
+        users = list(node.users)
+        if len(users) != 1:
+            return False
+        node = users[0]
+        if node.op == "call_module" and isinstance(mods.get(node.target), _POOL_MODULES):
+            return True
+        if node.op == "call_function" and node.target in _POOL_FUNCS:
+            return True
+        steps = node.op == "call_module" and isinstance(mods.get(node.target), _BNS)
+        if not (steps or _is_relu(node, mods)):
+            return False
+    return False
 
 
 def _set(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
