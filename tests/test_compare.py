@@ -15,21 +15,26 @@ from edgequant.workflows.compare import Recipe, compare
 pytestmark = pytest.mark.slow  # minutes in all: not in the fast lane
 
 
-def test_compare_reports_ptq_and_qat_side_by_side(fmnist, calibration, tmp_path: Path) -> None:
+def demo_task(fmnist, calibration, train_samples: int) -> TrainingTask:
+    """The demo CNN with `train_samples` training images and 2,000 test images."""
     from edgequant.zoo.train import demo_model
 
     train, test = fmnist
-    recipes = [
-        Recipe("W8A8", eq.QATConfig.int8(), 3, 1e-4),
-        Recipe("W4A8", eq.QATConfig.w4a8(), 3, 1e-3),
-    ]
-    task = TrainingTask(
+    return TrainingTask(
         demo_model(),
-        train=eq.ArrayDataset(train.images[:1024], train.labels[:1024], 64),
+        train=eq.ArrayDataset(train.images[:train_samples], train.labels[:train_samples], 64),
         test=eq.ArrayDataset(test.images[:2000], test.labels[:2000], 1000),
         calibration=calibration,
         example_input=torch.zeros(1, 1, 28, 28),
     )
+
+
+def test_compare_reports_ptq_and_qat_side_by_side(fmnist, calibration, tmp_path: Path) -> None:
+    recipes = [
+        Recipe("W8A8", eq.QATConfig.int8(), 3, 1e-4),
+        Recipe("W4A8", eq.QATConfig.w4a8(), 3, 1e-3),
+    ]
+    task = demo_task(fmnist, calibration, 1024)
     result = compare(task, recipes=recipes, out_dir=tmp_path / "cmp")
     names = [r.name for r in result.rows]
     assert names == ["fp32", "PTQ W8A8", "QAT W8A8", "PTQ W4A8", "QAT W4A8"]
@@ -67,16 +72,7 @@ def test_compare_measures_by_a_task_metric(fmnist, calibration, tmp_path: Path) 
     """`compare(metric=...)`: every row in the metric's units, its drop in the metric's
     direction (a lower-is-better error rate: the drop is the rise), the report's table headed
     by it; the error rate is 100 - top-1, which ONNX Runtime measured the same way."""
-    from edgequant.zoo.train import demo_model
-
-    train, test = fmnist
-    task = TrainingTask(
-        demo_model(),
-        train=eq.ArrayDataset(train.images[:256], train.labels[:256], 64),
-        test=eq.ArrayDataset(test.images[:2000], test.labels[:2000], 1000),
-        calibration=calibration,
-        example_input=torch.zeros(1, 1, 28, 28),
-    )
+    task = demo_task(fmnist, calibration, 256)
     recipes = [Recipe("W4A8", eq.QATConfig.w4a8(), 2, 1e-3)]
     result = compare(task, recipes=recipes, out_dir=tmp_path / "cmp", metric=error_rate)
     ref = result.reference_metric
