@@ -17,6 +17,11 @@ from tests.test_static import fused_ops
 
 @pytest.fixture(scope="module")
 def mnist():
+    return load_mnistnet()
+
+
+def load_mnistnet() -> tuple[eq.Model, np.ndarray, np.ndarray]:
+    """The pretrained net as ONNX, the digits normalised as it expects, their labels."""
     import ccexam
     import torch
     from ccexam.models import MNISTNet

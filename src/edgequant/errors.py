@@ -79,9 +79,49 @@ class SpeedWarning(EdgeQuantWarning):
     """The quantized model runs slower than FP32 on this machine's runtime."""
 
 
+# optional packages and the extra that installs each: `pip install edgequant` alone runs the ONNX
+# workflow (quantize, eval, bench, check, analyze, tune, targets); what needs more says which
+EXTRAS = {
+    "torch": "torch",
+    "onnxscript": "torch",
+    "litert_torch": "tflite",
+    "ai_edge_litert": "tflite",
+    "pycocotools": "detection",
+    "rapidfuzz": "text",
+    "ray": "ray",
+    "transformers": "transformers",
+    "sklearn": "transformers",
+}
+
+
+def missing_extra(exc: BaseException) -> DependencyError | None:
+    """A `ModuleNotFoundError` for one of the optional packages, as the line that says which
+    extra installs it; None for any other exception (a missing module of edgequant's own is a
+    bug and keeps its traceback)."""
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name:
+        return None
+    package = exc.name.split(".")[0]
+    extra = EXTRAS.get(package)
+    if extra is None:
+        return None
+    hint = (
+        " (on a machine without a GPU, install the CPU build of torch first: pip install torch "
+        "--index-url https://download.pytorch.org/whl/cpu)"
+        if extra == "torch"
+        else ""
+    )
+    return DependencyError(
+        f"this needs {package}, which is not installed: pip install 'edgequant[{extra}]'{hint}"
+    )
+
+
 def user_error(exc: BaseException) -> EdgeQuantError | None:
-    """The user-facing error behind an exception raised outside edgequant's own checks (out of
-    memory in ONNX Runtime or numpy, a full disk), or None when it is a bug."""
+    """The user-facing error behind an exception raised outside edgequant's own checks (an
+    optional package not installed, out of memory in ONNX Runtime or numpy, a full disk), or
+    None when it is a bug."""
+    missing = missing_extra(exc)
+    if missing is not None:
+        return missing
     text = str(exc)
     if isinstance(exc, MemoryError) or "Failed to allocate memory" in text or "bad_alloc" in text:
         size = re.search(r"buffer of size (\d+)", text)
