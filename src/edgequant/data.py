@@ -8,7 +8,7 @@ iterable, as NNCF does, instead of a reader object with a `get_next()` that retu
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +17,11 @@ from numpy.typing import NDArray
 
 from edgequant.batching import axes_of, count, take
 from edgequant.errors import DataError
+from edgequant.images import ImageOptions, load_image_folder
 from edgequant.outputs import note_input
 
 Batch = NDArray[Any] | Mapping[str, NDArray[Any]]
 BUILTINS = ("fashion-mnist", "fashion-mnist:train", "fashion-mnist:test")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 @dataclass(frozen=True)
@@ -166,11 +166,14 @@ def load_data(
     std: tuple[float, ...] | None = None,
     batch_multiple: int = 1,
     axes: Mapping[str, int | None] | None = None,
+    images: ImageOptions | None = None,
 ) -> ArrayDataset:
     """Data named on the command line: a built-in name, an .npy/.npz file, or a folder of images.
 
-    Images are scaled to [0, 1]; `mean`/`std` (one value, or one per channel) then normalise them
-    as the model was trained, e.g. mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225).
+    Images are read as `images` says (`edgequant.images.ImageOptions`: size and crop, channels,
+    layout), scaled to [0, 1]; `mean`/`std` (one value, or one per channel; they override the
+    options' own) then normalise them as the model was trained, e.g. mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225).
     `limit` keeps the first samples (at least 1). `batch_multiple` (a model whose batch axis is
     fixed at that size) drops the samples beyond the last whole multiple of it. `axes` (input
     name -> batch axis, None for an input fed whole) reads arrays in the model's own layout.
@@ -189,11 +192,14 @@ def load_data(
             raise DataError(
                 f"data not found: {spec} (give an .npy/.npz file, an image folder, or one of {', '.join(BUILTINS)})"
             )
-        data = (
-            _load_folder(path, batch_size, mean, std)
-            if path.is_dir()
-            else _load_array_file(path, batch_size, axes)
-        )
+        if path.is_dir():
+            options = images or ImageOptions()
+            if mean is not None or std is not None:
+                options = replace(options, mean=mean, std=std)
+            x, labels = load_image_folder(path, options)
+            data = ArrayDataset(x, labels, batch_size)
+        else:
+            data = _load_array_file(path, batch_size, axes)
     if len(data) == 0:
         raise DataError(f"{spec} holds no samples")
     data = data.take(limit) if limit else data
@@ -240,53 +246,3 @@ def _numeric(array: NDArray[Any], where: str) -> NDArray[Any]:
     if array.dtype.kind not in "biuf":
         raise DataError(f"{where} holds {array.dtype} values: save numeric arrays (float32 inputs)")
     return array
-
-
-def _load_folder(
-    path: Path,
-    batch_size: int,
-    mean: tuple[float, ...] | None = None,
-    std: tuple[float, ...] | None = None,
-) -> ArrayDataset:
-    """Images scaled to [0, 1], (N, C, H, W) float32; subfolder names become class labels when
-    every image sits in one, sorted alphabetically (the ImageFolder convention)."""
-    from PIL import Image
-
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DataError(f"{path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    images = []
-    for f in files:
-        try:
-            with Image.open(f) as img:
-                arr = np.asarray(
-                    img.convert("L") if img.mode in ("L", "1", "P") else img.convert("RGB"),
-                    np.float32,
-                )
-        except Exception as exc:
-            raise DataError(f"{f} is not a readable image: {exc}") from None
-        images.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))  # HWC -> CHW
-    if len({im.shape for im in images}) != 1:
-        raise DataError(
-            f"images in {path} differ in size or channels: resize them to one shape first"
-        )
-    x = np.stack(images) / 255.0  # (N, C, H, W)
-    if mean is not None or std is not None:
-        x = (x - _per_channel(mean or (0.0,), x.shape[1])) / _per_channel(std or (1.0,), x.shape[1])
-    classes = (
-        sorted({f.parent.name for f in files}) if all(f.parent != path for f in files) else None
-    )
-    labels = (
-        None
-        if classes is None
-        else np.array([classes.index(f.parent.name) for f in files], np.int64)
-    )
-    return ArrayDataset(x.astype(np.float32), labels, batch_size)
-
-
-def _per_channel(values: tuple[float, ...], channels: int) -> NDArray[np.float64]:
-    if len(values) not in (1, channels):
-        raise DataError(
-            f"give 1 or {channels} normalisation values for {channels}-channel images, got {len(values)}"
-        )
-    return np.asarray(values, np.float64).reshape(1, -1, 1, 1)

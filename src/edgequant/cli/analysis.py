@@ -11,12 +11,13 @@ from edgequant.cli.common import (
     COUNT,
     batch_axis_option,
     emit,
-    floats,
+    image_options,
     load_for_model,
     out_option,
     progress_bars,
 )
 from edgequant.cli.group import cli
+from edgequant.images import ImageOptions
 
 
 @cli.command()
@@ -45,8 +46,7 @@ from edgequant.cli.group import cli
     "--limit", type=COUNT, default=2000, show_default=True,
     help="Labelled samples per measurement.",
 )  # fmt: skip
-@click.option("--mean", help="Image folders: per-channel mean (after scaling to [0, 1]).")
-@click.option("--std", help="Image folders: per-channel std.")
+@image_options
 @batch_axis_option
 @click.option("--top", type=COUNT, default=10, show_default=True, help="Layers to print.")
 @out_option("edgequant-analyze")
@@ -60,8 +60,7 @@ def analyze(
     metric: str | None,
     samples: int,
     limit: int,
-    mean: str | None,
-    std: str | None,
+    images: ImageOptions,
     batch_axes: tuple[str, ...],
     top: int,
     out: str,
@@ -90,7 +89,7 @@ def analyze(
     config = (eq.PTQConfig.w4a8 if precision == "w4a8" else eq.PTQConfig.int8)(
         per_channel=not per_tensor, max_calibration_samples=samples
     )
-    norm: dict[str, Any] = {"mean": floats(mean), "std": floats(std), "batch_axes": batch_axes}
+    norm: dict[str, Any] = {"images": images, "batch_axes": batch_axes}
     calibration = load_for_model(fp32, calib, batch_size=100, limit=samples, **norm)
     labelled = load_for_model(fp32, data, batch_size=500, limit=limit, **norm)
     with progress_bars(not as_json) as progress:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -10,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+
+from edgequant.errors import DataError
+from edgequant.images import Channels, ImageOptions, Layout, Resize, parse_size
 
 
 @contextmanager
@@ -110,18 +114,20 @@ def load_for_model(
     *,
     batch_size: int,
     batch_axes: tuple[str, ...] = (),
-    mean: tuple[float, ...] | None = None,
-    std: tuple[float, ...] | None = None,
+    images: ImageOptions | None = None,
     limit: int | None = None,
 ) -> Any:
     """`eq.load_data` for `model`: each input read along its own batch axis (the model's
     symbolic dimensions, `--batch-axis NAME=AXIS` overriding); when the batch axis is fixed (a
     model exported at batch 8 takes nothing else) every batch is a multiple of that size, and the
-    samples beyond the last multiple are left out."""
+    samples beyond the last multiple are left out. An image folder becomes what the model's
+    input takes (size, channels, layout), where `images` leaves them unset."""
     import edgequant as eq
     from edgequant.batching import parse_batch_axes
 
-    kwargs: dict[str, Any] = {"mean": mean, "std": std, "limit": limit}
+    shapes = list(model.input_shapes.values())
+    images = (images or ImageOptions()).for_input(shapes[0] if len(shapes) == 1 else None)
+    kwargs: dict[str, Any] = {"images": images, "limit": limit}
     overrides = parse_batch_axes(batch_axes)
     axes = model.batch_axes(overrides)
     fixed = model.fixed_batch(overrides)
@@ -129,6 +135,66 @@ def load_for_model(
         return eq.load_data(spec, batch_size=batch_size, axes=axes, **kwargs)
     size = fixed * max(1, batch_size // fixed)  # runs as batch_size // fixed feeds of `fixed`
     return eq.load_data(spec, batch_size=size, batch_multiple=fixed, axes=axes, **kwargs)
+
+
+def image_options(func: Any) -> Any:
+    """The options that say how an image folder becomes input (--image-size, --resize,
+    --channels, --layout, --mean, --std), passed to the command as one `images` ImageOptions."""
+
+    @functools.wraps(func)
+    def command(
+        *args: Any,
+        image_size: str | None,
+        resize: str,
+        channels: str | None,
+        layout: str | None,
+        mean: str | None,
+        std: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        try:
+            size = parse_size(image_size) if image_size else None
+        except DataError as exc:
+            raise click.BadParameter(str(exc), param_hint="--image-size") from None
+        images = ImageOptions(
+            size=size,
+            resize=Resize(resize),
+            layout=Layout(layout) if layout else None,
+            channels=Channels(channels) if channels else None,
+            mean=floats(mean),
+            std=floats(std),
+        )
+        return func(*args, images=images, **kwargs)
+
+    options = [
+        click.option(
+            "--image-size", metavar="HxW",
+            help="Image folders: resize every image to this (N or HxW; default: the model's input size).",
+        ),
+        click.option(
+            "--resize", type=click.Choice([r.value for r in Resize]), default=Resize.CROP.value,
+            show_default=True,
+            help="Image folders: crop = scale the shorter side, cut the centre (aspect kept); stretch = scale each side.",
+        ),
+        click.option(
+            "--channels", type=click.Choice([c.value for c in Channels]),
+            help="Image folders: channel order (default: as the model's input: 1 channel gray, 3 RGB; bgr for OpenCV-trained models).",
+        ),
+        click.option(
+            "--layout", type=click.Choice([layout.value for layout in Layout]),
+            help="Image folders: nchw (torch) or nhwc (TensorFlow); default: read from the model's input shape.",
+        ),
+        click.option(
+            "--mean",
+            help="Image folders: per-channel mean to subtract after scaling to [0, 1], e.g. 0.485,0.456,0.406.",
+        ),
+        click.option(
+            "--std", help="Image folders: per-channel std to divide by, e.g. 0.229,0.224,0.225."
+        ),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 def batch_axis_option(func: Any) -> Any:

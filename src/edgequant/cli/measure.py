@@ -10,11 +10,12 @@ from edgequant.cli.common import (
     COUNT,
     batch_axis_option,
     emit,
-    floats,
+    image_options,
     load_for_model,
     progress_bars,
 )
 from edgequant.cli.group import cli
+from edgequant.images import ImageOptions
 
 
 @cli.command(name="eval")
@@ -33,8 +34,7 @@ from edgequant.cli.group import cli
     help="Task metric: top1, top5, map, map50, miou, mse, psnr, cer, perplexity, recall1, or module:function "
     "(function(outputs by name, targets) -> float). Default: top-1/top-5 of a classifier.",
 )
-@click.option("--mean", help="Image folders: per-channel mean (after scaling to [0, 1]).")
-@click.option("--std", help="Image folders: per-channel std.")
+@image_options
 @batch_axis_option
 @click.option("--limit", type=COUNT, help="Use at most this many samples.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
@@ -44,8 +44,7 @@ def eval_cmd(
     reference: str | None,
     layers: bool,
     metric: str | None,
-    mean: str | None,
-    std: str | None,
+    images: ImageOptions,
     batch_axes: tuple[str, ...],
     limit: int | None,
     as_json: bool,
@@ -67,15 +66,16 @@ def eval_cmd(
     if model.endswith(".tflite"):
         if metric:
             raise ConfigError("--metric is for .onnx models; a .tflite gets top-1")
-        _eval_tflite(model, data, reference, layers, mean, std, limit, as_json)
+        _eval_tflite(model, data, reference, layers, images, limit, as_json)
         return
     task = load_metric(metric) if metric else None
     if layers and reference is None:
         raise click.UsageError("--layers needs --reference")
     m = eq.load(model)
     ref = eq.load(reference) if reference else None
-    norm: dict[str, Any] = {"mean": floats(mean), "std": floats(std), "batch_axes": batch_axes}
-    dataset = load_for_model(m, data, batch_size=256, limit=limit, **norm)
+    dataset = load_for_model(
+        m, data, batch_size=256, limit=limit, images=images, batch_axes=batch_axes
+    )
     with progress_bars(not as_json) as progress:
         res = eq.evaluate(m, dataset, reference=ref, metric=task, progress=progress)
     out: dict[str, Any] = res.to_dict()
@@ -221,8 +221,7 @@ def _eval_tflite(
     data: str,
     reference: str | None,
     layers: bool,
-    mean: str | None,
-    std: str | None,
+    images: ImageOptions,
     limit: int | None,
     as_json: bool,
 ) -> None:
@@ -233,7 +232,7 @@ def _eval_tflite(
     if reference or layers:
         raise ConfigError("--reference and --layers are for .onnx models; a .tflite gets top-1")
     m = eq.load_tflite(model)
-    dataset = eq.load_data(data, batch_size=256, limit=limit, mean=floats(mean), std=floats(std))
+    dataset = eq.load_data(data, batch_size=256, limit=limit, images=images)
     samples = sum(len(batch[1]) for batch in dataset if isinstance(batch, tuple | list))
     out = {"runtime": "litert", "mode": m.mode.value, "samples": samples,
            "top1": eq.evaluate_tflite(m, dataset)}  # fmt: skip

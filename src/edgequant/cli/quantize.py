@@ -14,7 +14,7 @@ from edgequant.cli.common import (
     COUNT,
     batch_axis_option,
     emit,
-    floats,
+    image_options,
     load_for_model,
     model_output,
     progress_bars,
@@ -22,6 +22,7 @@ from edgequant.cli.common import (
 from edgequant.cli.group import cli
 from edgequant.cli.targets import TFLITE_MODES
 from edgequant.errors import ConfigError
+from edgequant.images import ImageOptions
 
 METHODS = [m.value for m in Method]
 CALIBRATORS = [c.value for c in Calibrator]
@@ -86,11 +87,7 @@ TARGETS = [t.value for t in Target]
     "--calib", "calib", help="Calibration data: .npy/.npz, an image folder, or fashion-mnist:train."
 )
 @click.option("--calibrator", type=click.Choice(CALIBRATORS), default="minmax", show_default=True)
-@click.option(
-    "--mean",
-    help="Image folders: per-channel mean to subtract after scaling to [0, 1], e.g. 0.485,0.456,0.406.",
-)
-@click.option("--std", help="Image folders: per-channel std to divide by, e.g. 0.229,0.224,0.225.")
+@image_options
 @batch_axis_option
 @click.option(
     "--samples",
@@ -204,11 +201,10 @@ def quantize(**options: Any) -> None:
     data = None
     if o.calib and fp32 is not None:
         data = load_for_model(
-            fp32, o.calib, batch_size=64, mean=floats(o.mean), std=floats(o.std),
-            batch_axes=o.batch_axes,
+            fp32, o.calib, batch_size=64, images=o.images, batch_axes=o.batch_axes,
         )  # fmt: skip
     elif o.calib:
-        data = eq.load_data(o.calib, batch_size=64, mean=floats(o.mean), std=floats(o.std))
+        data = eq.load_data(o.calib, batch_size=64, images=o.images)
     if tflite:
         assert o.task_entry is not None
         if o.method not in TFLITE_MODES:
@@ -255,8 +251,7 @@ class QuantizeOptions:
     method: str
     calib: str | None
     calibrator: str
-    mean: str | None
-    std: str | None
+    images: ImageOptions
     batch_axes: tuple[str, ...]
     samples: int
     per_tensor: bool

@@ -16,12 +16,13 @@ from edgequant.cli.common import (
     POSITIVE,
     batch_axis_option,
     emit,
-    floats,
+    image_options,
     load_for_model,
     out_option,
     progress_bars,
 )
 from edgequant.cli.group import cli
+from edgequant.images import ImageOptions
 
 _UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3}
 
@@ -91,8 +92,7 @@ def parse_size(text: str) -> int:
     "--limit", type=COUNT, default=2000, show_default=True,
     help="Labelled samples to measure on.",
 )  # fmt: skip
-@click.option("--mean", help="Image folders: per-channel mean (after scaling to [0, 1]).")
-@click.option("--std", help="Image folders: per-channel std.")
+@image_options
 @batch_axis_option
 @out_option("edgequant-tune")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -114,8 +114,7 @@ def tune(
     workers: int,
     samples: int,
     limit: int,
-    mean: str | None,
-    std: str | None,
+    images: ImageOptions,
     batch_axes: tuple[str, ...],
     out: str,
     as_json: bool,
@@ -163,7 +162,7 @@ def tune(
         workers=workers,
     )
     fp32 = eq.load(model)
-    norm: dict[str, Any] = {"mean": floats(mean), "std": floats(std), "batch_axes": batch_axes}
+    norm: dict[str, Any] = {"images": images, "batch_axes": batch_axes}
     calibration = load_for_model(fp32, calib, batch_size=100, limit=samples, **norm)
     labelled = load_for_model(fp32, data, batch_size=500, limit=limit, **norm)
     with progress_bars(not as_json) as progress:
