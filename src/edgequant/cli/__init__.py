@@ -121,7 +121,15 @@ def _report(message: str, code: int, as_json: bool) -> None:
 
 
 def _commands() -> Any:
-    from edgequant.cli import analysis, measure, quantize, targets, training, tuning  # noqa: F401  (commands register on import)
+    from edgequant.cli import (  # noqa: F401  (commands register on import)
+        analysis,
+        data,
+        measure,
+        quantize,
+        targets,
+        training,
+        tuning,
+    )
     from edgequant.cli.group import cli
 
     return cli
