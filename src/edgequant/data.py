@@ -239,6 +239,10 @@ def _load_array_file(
         )
     if len(arrays) == 1 and "x" in arrays:
         return ArrayDataset(arrays["x"], labels, batch_size)
+    if axes is not None and len(axes) == 1 and len(arrays) == 1 and set(arrays) != set(axes):
+        # one array for a one-input model: it feeds that input whatever it is named (exports
+        # name the same image input "input", "x", "images" or "pixel_values")
+        arrays = {next(iter(axes)): next(iter(arrays.values()))}
     return ArrayDataset(arrays, labels, batch_size, _merged_axes(arrays, axes))
 
 

@@ -83,24 +83,7 @@ def load_task(entry: str = BUILTIN) -> TrainingTask:
     there named like one of them (onnxruntime.py, torch.py) is never run in their place. The
     folder is importable while the module loads and its function runs (for its own sibling
     imports), then no more."""
-    module_name, sep, func_name = entry.partition(":")
-    if not sep or not module_name or not func_name:
-        raise ConfigError(f"--task wants module:function (e.g. mytrain:make_task), got {entry!r}")
-    import_own_dependencies(("numpy", "onnx", "onnxruntime", "torch"))
-    with user_folder_importable():
-        try:
-            module = import_user_module(module_name, "--task")
-        except ConfigError:
-            raise
-        except Exception as exc:
-            raise _task_failure(module_name, exc) from None
-        func = getattr(module, func_name, None)
-        if not callable(func):
-            raise ConfigError(f"{module_name!r} has no function {func_name!r}")
-        try:
-            result = func()
-        except Exception as exc:
-            raise _task_failure(entry, exc) from None
+    result = call_user_function(entry, "--task", example="mytrain:make_task")
     if isinstance(result, TrainingTask):
         task = result
     elif isinstance(result, tuple) and len(result) in (2, 3):
@@ -114,7 +97,33 @@ def load_task(entry: str = BUILTIN) -> TrainingTask:
     return task
 
 
-def _task_failure(entry: str, exc: Exception) -> TaskError:
+def call_user_function(entry: str, option: str, example: str = "mymodels:build") -> Any:
+    """Import `module:function` (from the current folder first, only after edgequant's own
+    dependencies, so that a file there named like one of them is never run in their place) and
+    call it with no arguments; its failure is the user's traceback and one line naming
+    `option`. The folder is importable while the module loads and its function runs (for its
+    own sibling imports), then no more."""
+    module_name, sep, func_name = entry.partition(":")
+    if not sep or not module_name or not func_name:
+        raise ConfigError(f"{option} wants module:function (e.g. {example}), got {entry!r}")
+    import_own_dependencies(("numpy", "onnx", "onnxruntime", "torch"))
+    with user_folder_importable():
+        try:
+            module = import_user_module(module_name, option)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise _task_failure(module_name, exc, option) from None
+        func = getattr(module, func_name, None)
+        if not callable(func):
+            raise ConfigError(f"{module_name!r} has no function {func_name!r}")
+        try:
+            return func()
+        except Exception as exc:
+            raise _task_failure(entry, exc, option) from None
+
+
+def _task_failure(entry: str, exc: Exception, option: str = "--task") -> TaskError:
     """The user's traceback (their frames only) as details, and one summary line."""
     frames = [
         f for f in traceback.extract_tb(exc.__traceback__)
@@ -122,14 +131,14 @@ def _task_failure(entry: str, exc: Exception) -> TaskError:
     ]  # fmt: skip
     details = "".join(
         [
-            "Traceback of your --task code (most recent call last):\n",
+            f"Traceback of your {option} code (most recent call last):\n",
             *traceback.format_list(frames),
             *traceback.format_exception_only(type(exc), exc),
         ]
     )
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return TaskError(
-        f"--task {entry} failed: {type(exc).__name__}: {first} (your code's traceback is above)",
+        f"{option} {entry} failed: {type(exc).__name__}: {first} (your code's traceback is above)",
         details,
     )
 

@@ -123,7 +123,7 @@ def _report(message: str, code: int, as_json: bool) -> None:
 def _commands() -> Any:
     from edgequant.cli import (  # noqa: F401  (commands register on import)
         analysis,
-        data,
+        inputs,
         measure,
         quantize,
         targets,

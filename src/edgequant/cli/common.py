@@ -137,6 +137,22 @@ def load_for_model(
     return eq.load_data(spec, batch_size=size, batch_multiple=fixed, axes=axes, **kwargs)
 
 
+def open_model(source: str, *, calib: str | None = None, images: ImageOptions | None = None) -> Any:
+    """The FP32 model MODEL names: an ONNX file, or one `edgequant.importers` exports (a .pt2,
+    a Hugging Face folder, module:function, whose example input is the first sample of
+    `calib`)."""
+    import edgequant as eq
+    from edgequant.importers import import_model, is_importable
+
+    if not is_importable(source):
+        return eq.load(source)
+    example = None
+    if calib is not None:
+        batch = next(iter(eq.load_data(calib, batch_size=1, limit=1, images=images)))
+        example = batch[0] if isinstance(batch, tuple) else batch
+    return import_model(source, example=example)
+
+
 def image_options(func: Any) -> Any:
     """The options that say how an image folder becomes input (--image-size, --resize,
     --channels, --layout, --mean, --std), passed to the command as one `images` ImageOptions."""

@@ -17,6 +17,7 @@ from edgequant.cli.common import (
     image_options,
     load_for_model,
     model_output,
+    open_model,
     progress_bars,
 )
 from edgequant.cli.group import cli
@@ -197,7 +198,7 @@ def quantize(**options: Any) -> None:
             "--target tflite converts the PyTorch model (litert-torch): pass --task "
             "module:function instead of an ONNX MODEL (see the README, TFLite export)"
         )
-    fp32 = eq.load(o.model) if o.model is not None else None
+    fp32 = open_model(o.model, calib=o.calib, images=o.images) if o.model is not None else None
     data = None
     if o.calib and fp32 is not None:
         data = load_for_model(

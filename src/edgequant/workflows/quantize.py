@@ -177,7 +177,10 @@ def fp32_source(
     if (model_path is None) == (task_entry is None):
         raise ConfigError("give an ONNX MODEL or --task module:function (one of them)")
     if model_path is not None:
-        return FP32Source(loaded or load(model_path), str(Path(model_path).resolve()))
+        where = Path(model_path)  # a path, or what edgequant.importers exported (module:function)
+        return FP32Source(
+            loaded or load(model_path), str(where.resolve()) if where.exists() else model_path
+        )
     from edgequant.task import load_task
     from edgequant.torch_onnx import to_onnx
 

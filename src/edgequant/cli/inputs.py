@@ -1,4 +1,5 @@
-"""`edgequant data`: a calibration or evaluation .npz from images, text or arrays."""
+"""Commands that bring things in: `data` (a calibration or evaluation .npz from images, text or
+arrays) and `export` (an FP32 ONNX model from a .pt2, a Hugging Face folder or module:function)."""
 
 from __future__ import annotations
 
@@ -100,5 +101,63 @@ def data_cmd(
         click.echo(f"wrote {out}: {kept}")
         for line in made.describe():
             click.echo(f"  {line}")
+
+    emit(summary, as_json, human)
+
+
+@cli.command(name="export")
+@click.argument("source")
+@click.option("-o", "--output", required=True, type=click.Path(), help="The FP32 .onnx to write.")
+@click.option(
+    "--example", type=click.Path(),
+    help="module:function without its own example input: data (.npz, .npy, images) whose first sample is it.",
+)  # fmt: skip
+@click.option(
+    "--max-length", type=click.IntRange(min=1), default=128, show_default=True,
+    help="Hugging Face text models: tokens in the export example (the sequence axis stays dynamic).",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+def export_cmd(
+    source: str, output: str, example: str | None, max_length: int, as_json: bool
+) -> None:
+    """Export SOURCE to an FP32 ONNX model: a torch.export .pt2 file, a local Hugging Face
+    model folder, or module:function returning a torch.nn.Module (or (module, example_input)).
+    `quantize` takes these as MODEL too; export first to look at or reuse the ONNX file.
+
+    \b
+    Examples:
+      edgequant export model.pt2 -o model.onnx
+      edgequant export ./bert-base-finetuned -o bert.onnx
+      edgequant export mymodels:build --example calib.npz -o model.onnx
+    """
+    import edgequant as eq
+    from edgequant.cli.common import model_output
+    from edgequant.importers import import_model
+
+    out = model_output(output, "export writes an ONNX model", inputs=(source, example))
+    if Path(source).suffix.lower() == ".onnx":
+        from edgequant.errors import ConfigError
+
+        raise ConfigError(f"{source} is ONNX already: give it to quantize as it is")
+    sample = None
+    if example is not None:
+        batch = next(iter(eq.load_data(example, batch_size=1, limit=1)))
+        sample = batch[0] if isinstance(batch, tuple) else batch
+    model = import_model(source, example=sample, sequence_length=max_length)
+    model.save(out)
+    inputs = {k: [d if d is not None else "?" for d in v] for k, v in model.input_shapes.items()}
+    outputs = [o.name for o in model.proto.graph.output]
+    summary = {
+        "output": str(out),
+        "inputs": inputs,
+        "outputs": outputs,
+        "size_bytes": model.size_bytes,
+    }
+
+    def human() -> None:
+        shown = ", ".join(f"{k} {tuple(v)}" for k, v in inputs.items())
+        click.echo(
+            f"wrote {out}: inputs {shown}; outputs {', '.join(outputs)}; {model.size_bytes / 2**20:.1f} MiB"
+        )
 
     emit(summary, as_json, human)
