@@ -309,3 +309,43 @@ def test_the_cli_is_a_thin_call_of_the_library_workflow(model_path, calib_npz, t
     assert [(n.name, n.chosen) for n in result.support.float_nodes] == [
         ("/features/features.0/features.0.0/Conv", True)
     ]
+
+
+def test_every_command_and_option_explains_itself() -> None:
+    """Help text on every option, examples on every command and at the top, -o/--output for
+    every output, one precision vocabulary (w8a8/w4a8) wherever a whole model's is chosen."""
+    import click
+
+    from edgequant.cli import _commands
+
+    cli = _commands()
+    assert "three commands" in (cli.help or "") and "edgequant quantize" in (cli.help or "")
+    for name, cmd in cli.commands.items():
+        assert "Examples:" in (cmd.help or ""), name
+        for param in cmd.params:
+            if isinstance(param, click.Option):
+                assert param.help, (name, param.opts)
+                if "-o" in param.opts:
+                    assert "--output" in param.opts, name
+                if "--precision" in param.opts:
+                    assert {"w8a8", "w4a8"} <= set(param.type.choices), name
+    proc = edgequant("analyze", "m.onnx", "--calib", "c.npz", "--data", "d.npz", "-o", "r.onnx")
+    assert_user_error(proc, "writes a folder")
+
+
+def test_quantize_output_never_contradicts_itself(model_path, calib_npz, tmp_path) -> None:
+    """TensorRT keeps every compute node integer: its Relus (symmetric activations cannot fold
+    them) are said to run fused, not listed as float; a long float list says what it left out."""
+    import onnx
+
+    proc = edgequant("quantize", str(model_path), "--calib", str(calib_npz), "--target", "tensorrt", "-o", str(tmp_path / "t.onnx"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "100.0% of MACs" in proc.stdout and "stay in float" not in proc.stdout
+    assert "run fused with them" in proc.stdout
+    convs = [n.name for n in onnx.load(model_path).graph.node if n.op_type == "Conv"]
+    assert len(convs) > 22
+    excluded = [a for name in convs for a in ("--exclude", name)]
+    proc = edgequant("quantize", str(model_path), "--calib", str(calib_npz), *excluded, "--no-guard", "-o", str(tmp_path / "x.onnx"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    listed = [line for line in proc.stdout.splitlines() if line.startswith("  /")]
+    assert len(listed) == 20 and "more (every one: --json, or the .quant.json)" in proc.stdout

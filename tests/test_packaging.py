@@ -163,7 +163,7 @@ def test_the_wheel_runs_the_onnx_workflow_in_a_fresh_venv_without_torch(mnistnet
             str(calib),
             "--data",
             str(test),
-            "--out",
+            "--output",
             str(tmp_path / "analyze"),
         ],
         ["targets"],

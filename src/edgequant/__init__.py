@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "BiasCorrection": "edgequant.config",
     "Rounding": "edgequant.config",
     "Precision": "edgequant.config",
+    "Scheme": "edgequant.choices",
     "Smoothing": "edgequant.config",
     "Coverage": "edgequant.config",
     "Embeddings": "edgequant.config",
@@ -123,6 +124,7 @@ if TYPE_CHECKING:
         require_integer,
     )
     from edgequant.analysis.trials import Backend
+    from edgequant.choices import Scheme
     from edgequant.config import (
         BiasCorrection,
         Calibrator,

@@ -83,6 +83,19 @@ class Rounding(enum.Enum):
     GPTQ = "gptq"  # Frantar et al. 2022: error feedback through the inverse Hessian (INT4)
 
 
+class Scheme(enum.Enum):
+    """A whole model's precision, as the field names it: weight bits, activation bits. Every
+    command that quantizes a whole model takes one (`--precision`); one layer's precision in a
+    mixed model is a `Precision` (`--layer NODE=int16`, `tune --precisions`)."""
+
+    W8A8 = "w8a8"  # int8 weights (per channel), 8-bit activations: the default
+    W4A8 = "w4a8"  # int4 weights, 8-bit activations: smaller, needs a runtime with int4 kernels
+    W4A4 = "w4a4"  # 4-bit activations too: QAT only (PTQ loses too much there)
+
+
+PTQ_SCHEMES = (Scheme.W8A8, Scheme.W4A8)
+
+
 class Precision(enum.Enum):
     """What one layer computes in: per-layer (mixed) precision for static PTQ.
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from edgequant.choices import PTQ_SCHEMES, Scheme
 from edgequant.cli.common import (
     COUNT,
     batch_axis_option,
@@ -30,10 +31,10 @@ from edgequant.images import ImageOptions
 @click.option("--calib", required=True, help="Calibration data (as for quantize).")
 @click.option(
     "--precision",
-    type=click.Choice(["int8", "w4a8"]),
-    default="int8",
+    type=click.Choice([s.value for s in PTQ_SCHEMES]),
+    default=Scheme.W8A8.value,
     show_default=True,
-    help="Weights int8 or int4 (per-channel), activations 8-bit.",
+    help="The whole model's precision: w8a8, or w4a8 (int4 weights per channel).",
 )
 @click.option("--per-tensor", is_flag=True, help="One weight scale per tensor.")
 @click.option(
@@ -86,7 +87,7 @@ def analyze(
 
         load_metric(metric)  # a typo is said now, not after calibration
     fp32 = eq.load(model)
-    config = (eq.PTQConfig.w4a8 if precision == "w4a8" else eq.PTQConfig.int8)(
+    config = (eq.PTQConfig.w4a8 if precision == Scheme.W4A8.value else eq.PTQConfig.int8)(
         per_channel=not per_tensor, max_calibration_samples=samples
     )
     norm: dict[str, Any] = {"images": images, "batch_axes": batch_axes}

@@ -60,9 +60,21 @@ def emit(data: dict[str, Any], as_json: bool, human: Callable[[], None]) -> None
 
 
 def out_option(default: str) -> Callable[[Any], Any]:
+    """-o/--output of a command that writes a report folder (passed as `out`)."""
+
+    def folder(_ctx: Any, _param: Any, value: str) -> str:
+        if Path(value).suffix.lower() in (".onnx", ".npz", ".json", ".md", ".html", ".tflite"):
+            raise click.BadParameter(
+                f"{value} names a file; this command writes a folder (its report and models "
+                "inside): give a folder name",
+                param_hint="-o/--output",
+            )
+        return value
+
     return click.option(
-        "-o", "--out", default=default, show_default=True, type=click.Path(), help="Report folder."
-    )
+        "-o", "--output", "out", default=default, show_default=True, type=click.Path(),
+        callback=folder, help="Report folder (created; the models and reports go inside).",
+    )  # fmt: skip
 
 
 def print_report(

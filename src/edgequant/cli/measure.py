@@ -159,8 +159,10 @@ def bench(
     """Latency, throughput, memory and size of MODELS side by side (ratios to the first).
 
     \b
-    Example:
-      edgequant bench model.onnx model.int8.onnx --batch 1 --batch 32 --threads 1
+    Examples:
+      edgequant bench model.onnx model.int8.onnx
+      edgequant bench model.onnx model.int8.onnx --batch 1 --batch 32 --threads 1 --threads 2
+      edgequant bench model.onnx model.int8.onnx --rounds 9 --no-memory --json
     """
     import edgequant as eq
 

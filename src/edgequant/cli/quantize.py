@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from edgequant.analysis.fidelity import FidelityGuard
-from edgequant.choices import Calibrator, Method, Target
+from edgequant.choices import PTQ_SCHEMES, Calibrator, Method, Scheme, Target
 from edgequant.cli.common import (
     COUNT,
     batch_axis_option,
@@ -83,11 +83,19 @@ TARGETS = [t.value for t in Target]
     help="module:function returning the trained torch model and data, instead of MODEL "
     "(--target tflite converts from torch).",
 )
-@click.option("--method", type=click.Choice(METHODS), default="static", show_default=True)
+@click.option(
+    "--method", type=click.Choice(METHODS), default="static", show_default=True,
+    help="static: int8 weights and activations, ranges from --calib; dynamic: int8 MatMul/Gemm "
+    "weights, activations at run time; fp16; int4: weight-only MatMul/Gemm.",
+)  # fmt: skip
 @click.option(
     "--calib", "calib", help="Calibration data: .npy/.npz, an image folder, or fashion-mnist:train."
 )
-@click.option("--calibrator", type=click.Choice(CALIBRATORS), default="minmax", show_default=True)
+@click.option(
+    "--calibrator", type=click.Choice(CALIBRATORS), default="minmax", show_default=True,
+    help="Static: how ranges come from the calibration data (minmax; percentile, entropy or mse "
+    "clip outliers).",
+)  # fmt: skip
 @image_options
 @batch_axis_option
 @click.option(
@@ -118,12 +126,11 @@ TARGETS = [t.value for t in Target]
     help="Static: remove the mean output shift that rounding weights adds (input means from calibration).",
 )
 @click.option(
-    "--weights",
-    "weight_bits",
-    type=click.Choice(["int8", "int4"]),
-    default="int8",
+    "--precision",
+    type=click.Choice([s.value for s in PTQ_SCHEMES]),
+    default=Scheme.W8A8.value,
     show_default=True,
-    help="Static: weight type (int4 = W4A8, opset 21; smaller, no int4 conv kernel in ORT's CPU).",
+    help="Static: w8a8, or w4a8 (int4 weights, opset 21: smaller; ORT's CPU has no int4 conv kernel).",
 )
 @click.option(
     "--adaround",
@@ -175,7 +182,7 @@ def quantize(**options: Any) -> None:
       edgequant quantize --task edgequant.zoo.tasks:fashion_mnist --target tflite -o model.tflite
       edgequant quantize model.onnx --calib images/ --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 -o q.onnx
       edgequant quantize model.onnx --calib calib.npz --per-tensor --equalize --bias-correction -o q.onnx
-      edgequant quantize model.onnx --calib calib.npz --weights int4 --adaround -o model.w4a8.onnx
+      edgequant quantize model.onnx --calib calib.npz --precision w4a8 --adaround -o model.w4a8.onnx
       edgequant quantize model.onnx --calib calib.npz --layer /stem/Conv=int16 --layer /head/Gemm=fp32 -o q.onnx
       edgequant quantize model.onnx --calib calib.npz --config edgequant-tune/model.tuned.quant.json -o q.onnx
       edgequant quantize model.onnx --method dynamic -o model.dyn.onnx
@@ -259,7 +266,7 @@ class QuantizeOptions:
     activations: str
     equalize: bool
     bias_correction: bool
-    weight_bits: str
+    precision: str
     adaround: bool
     smoothquant: bool
     gptq: bool
@@ -304,13 +311,32 @@ def _show_quantization(out: Path, result: Any, as_json: bool) -> None:
                     f"the guard promoted {len(fidelity.promoted)} layer(s) that lost fidelity "
                     f"(worst output {before:.1f} dB before): {names}"
                 )
-        floats = summary["float_nodes"] or {}
-        if floats:
-            click.echo(f"{len(floats)} node(s) stay in float:")
-            for name, why in list(floats.items())[:20]:
-                click.echo(f"  {name}: {why}")
+        _show_float_nodes(summary["float_nodes"] or {})
 
     emit(summary, as_json, human)
+
+
+def _show_float_nodes(floats: dict[str, str], shown: int = 20) -> None:
+    """The nodes left in float and why; activations that run fused with the quantized layer
+    before them are counted, not listed as float (they are no float island); a cut list says
+    how many it left out."""
+    from edgequant.exporter.select import FOLDED_REASON
+
+    fused = [n for n, why in floats.items() if why == FOLDED_REASON]
+    rest = {n: why for n, why in floats.items() if why != FOLDED_REASON}
+    if fused:
+        click.echo(
+            f"{len(fused)} activation(s) after quantized layers run fused with them (folded into "
+            "the quantizer where the range allows, else fused by the runtime): no float island"
+        )
+    if rest:
+        click.echo(f"{len(rest)} node(s) stay in float:")
+        for name, why in list(rest.items())[:shown]:
+            click.echo(f"  {name}: {why}")
+        if len(rest) > shown:
+            click.echo(
+                f"  ... and {len(rest) - shown} more (every one: --json, or the .quant.json)"
+            )
 
 
 def _show_conversion(out: Path, converted: Any, as_json: bool) -> None:
@@ -357,7 +383,7 @@ def _config(o: QuantizeOptions) -> Any:
             rounding=eq.Rounding.GPTQ if o.gptq else eq.Rounding.NEAREST,
             **common,
         )
-    return (eq.PTQConfig.w4a8 if o.weight_bits == "int4" else eq.PTQConfig.int8)(
+    return (eq.PTQConfig.w4a8 if o.precision == Scheme.W4A8.value else eq.PTQConfig.int8)(
         per_channel=not o.per_tensor,
         calibrator=eq.Calibrator(o.calibrator),
         activations=acts,

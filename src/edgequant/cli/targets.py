@@ -17,7 +17,14 @@ TFLITE_MODES = {"static": "int8", "dynamic": "dynamic", "fp16": "fp16"}
 @cli.command(name="targets")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def targets_cmd(as_json: bool) -> None:
-    """The deployment target presets: what each one changes, and why."""
+    """The deployment target presets: what each one changes, and why.
+
+    \b
+    Examples:
+      edgequant targets
+      edgequant targets --json
+      edgequant quantize model.onnx --calib calib.npz --target npu -o model.npu.onnx
+    """
     from edgequant.targets import PRESETS
 
     rows: list[dict[str, Any]] = [

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from edgequant.choices import RangeLearning
+from edgequant.choices import RangeLearning, Scheme
 from edgequant.cli.common import (
     COUNT,
     POSITIVE,
@@ -21,7 +21,7 @@ from edgequant.cli.common import (
 from edgequant.cli.group import cli
 from edgequant.task import BUILTIN
 
-PRECISIONS = ["w8a8", "w4a8", "w4a4"]
+PRECISIONS = [s.value for s in Scheme]
 
 
 @cli.command()
@@ -46,6 +46,12 @@ def demo(out: str, demo_task: str, as_json: bool) -> None:
     operator-support check; then the detector: FP32, naive all-INT8, edgequant's INT8 and
     FP16 by mAP50-95, latency and size, with a picture of the detections. Writes report.md /
     report.html / report.json and the models into the folder.
+
+    \b
+    Examples:
+      edgequant demo
+      edgequant demo --task detection -o detection-demo
+      edgequant demo --task classification --json
     """
     from rich.console import Console
     from rich.markdown import Markdown

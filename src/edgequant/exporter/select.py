@@ -206,6 +206,9 @@ def is_raw_signal_conv(in_channels: int, kernel: tuple[int, ...], groups: int) -
 
 # float by choice, not for want of a kernel (`analysis.support.NodeSupport.chosen`)
 CHOSEN_REASONS = frozenset({TAIL_REASON, FEW_CHANNELS_REASON})
+# an activation after a quantized layer: no float island (folded into the quantizer where its
+# range allows, else the runtime fuses it with the layer, as TensorRT and ORT do with Relu)
+FOLDED_REASON = "activation: folded into the preceding quantizer when its range allows"
 
 
 def feeds_a_layer(graph: onnx.GraphProto, index: GraphIndex) -> set[str]:
@@ -281,7 +284,7 @@ def _float_reason(
 ) -> str | None:
     if rule is None:
         if node.op_type in FOLDABLE_ACTIVATIONS and node.input and node.input[0] in quantized:
-            return "activation: folded into the preceding quantizer when its range allows"
+            return FOLDED_REASON
         if node.op_type in FOLDABLE_ACTIVATIONS:
             return f"{node.op_type} after a float node: nothing to fold it into"
         return f"{node.op_type} has no integer kernel among ONNX Runtime's QDQ fusions"
