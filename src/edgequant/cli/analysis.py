@@ -100,10 +100,9 @@ def analyze(
     files = write_sensitivity_report(report, resolve_output_dir(folder))
 
     def human() -> None:
-        from rich.console import Console
-        from rich.markdown import Markdown
+        from edgequant.cli.tables import show_markdown
 
-        Console().print(Markdown(sensitivity_table(report, top)))
+        show_markdown(sensitivity_table(report, top))
         click.echo(report.sentence())
         click.echo(f"report: {files['markdown']}")
 

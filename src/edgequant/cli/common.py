@@ -18,9 +18,13 @@ from edgequant.images import Channels, ImageOptions, Layout, Resize, parse_size
 
 @contextmanager
 def progress_bars(enabled: bool = True) -> Iterator[Callable[[str, int, int | None], None]]:
-    """A rich progress display on stderr; one bar per stage."""
-    if not enabled or not sys.stderr.isatty():
+    """A rich progress display on stderr, one bar per stage; when stderr is not a terminal (a
+    log, CI), plain lines instead (`plain_progress`)."""
+    if not enabled:
         yield lambda stage, done, total: None
+        return
+    if not sys.stderr.isatty():
+        yield plain_progress()
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -41,6 +45,38 @@ def progress_bars(enabled: bool = True) -> Iterator[Callable[[str, int, int | No
             prog.update(bars[stage], completed=done, total=total)
 
         yield update
+
+
+def plain_progress(
+    quiet_s: float = 10.0, every_s: float = 30.0, clock: Callable[[], float] | None = None
+) -> Callable[[str, int, int | None], None]:
+    """Progress as plain stderr lines for logs: silent for the first `quiet_s` seconds (quick
+    commands and their one-line errors stay as they are), then a line when a stage starts or
+    ends and every `every_s` seconds within one, with the elapsed time and the count."""
+    import time
+
+    now = clock or time.monotonic
+    start = now()
+    last: dict[str, float] = {}
+
+    def update(stage: str, done: int, total: int | None) -> None:
+        t = now()
+        if t - start < quiet_s:
+            return
+        finished = total is not None and done >= total
+        if stage in last and not finished and t - last[stage] < every_s:
+            return
+        if stage in last and finished and last[stage] == float("inf"):
+            return  # said already
+        count = f"{done:,}/{total:,}" if total is not None else f"{done:,}"
+        print(
+            f"[{t - start:6.0f} s] {stage}: {count}{' done' if finished else ''}",
+            file=sys.stderr,
+            flush=True,
+        )
+        last[stage] = float("inf") if finished else t
+
+    return update
 
 
 def floats(text: str | None) -> tuple[float, ...] | None:
@@ -82,12 +118,10 @@ def print_report(
 ) -> None:
     """The report's table in the terminal (by the task `metric` when it has one), and where
     the files are."""
-    from rich.console import Console
-    from rich.markdown import Markdown
-
+    from edgequant.cli.tables import show_markdown
     from edgequant.report import markdown_table
 
-    Console().print(Markdown(markdown_table(rows, reference_top1, metric)))
+    show_markdown(markdown_table(rows, reference_top1, metric))
     click.echo(f"report: {report['html']}  ({report['markdown']})")
 
 

@@ -178,25 +178,23 @@ def bench(
         )
 
     def human() -> None:
-        from rich.console import Console
-        from rich.table import Table
+        from edgequant.cli.tables import show_table
 
-        table = Table(title="ONNX Runtime CPU, p50 latency (ratio to the first model)")
-        for col in (
+        headers = [
             "model",
             "size KB",
             "peak MiB",
             *(f"b{lat.batch}/t{lat.threads}" for lat in res[0].latency),
-        ):
-            table.add_column(col, justify="right")
+        ]
+        rows = []
         for r in res:
             cells = [
                 f"{lat.p50_ms:.3f} ms ({lat.p50_ms / res[0].at(lat.batch, lat.threads).p50_ms:.2f}x)"
                 for lat in r.latency
             ]
             mem = "-" if r.peak_memory_mb is None else f"{r.peak_memory_mb:.1f}"
-            table.add_row(r.name, f"{r.size_bytes / 1024:.0f}", mem, *cells)
-        Console().print(table)
+            rows.append([r.name, f"{r.size_bytes / 1024:.0f}", mem, *cells])
+        show_table(headers, rows, title="ONNX Runtime CPU, p50 latency (ratio to the first model)")
 
     emit({"results": [r.to_dict() for r in res]}, as_json, human)
 

@@ -87,7 +87,13 @@ def check_cmd(model: str, target: str | None, strict: bool, as_json: bool) -> No
         report = eq.check_support(eq.load(model), target)
     if strict:
         eq.require_integer(report)
-    emit(report.to_dict(), as_json, lambda: click.echo(report.markdown(limit=50)))
+
+    def human() -> None:
+        from edgequant.cli.tables import show_markdown
+
+        show_markdown(report.markdown(limit=50))
+
+    emit(report.to_dict(), as_json, human)
 
 
 def _spec_text(spec: Any) -> str:

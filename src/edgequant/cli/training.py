@@ -53,9 +53,7 @@ def demo(out: str, demo_task: str, as_json: bool) -> None:
       edgequant demo --task detection -o detection-demo
       edgequant demo --task classification --json
     """
-    from rich.console import Console
-    from rich.markdown import Markdown
-
+    from edgequant.cli.tables import show_markdown
     from edgequant.workflows.detection_demo import detection_sentence
 
     if demo_task == "detection":
@@ -76,9 +74,9 @@ def demo(out: str, demo_task: str, as_json: bool) -> None:
     if as_json:
         emit(_report_json(result.report), True, lambda: None)
         return
-    Console().print(Markdown(result.targets.markdown()))
+    show_markdown(result.targets.markdown())
     if result.detection is not None:
-        Console().print(Markdown(result.detection.section.table))
+        show_markdown(result.detection.section.table)
         click.echo(detection_sentence(result.detection.rows, result.detection.reference))
     print_report(result.rows, result.reference_top1, result.report)
 

@@ -6,7 +6,7 @@ All figures come from running the models in ONNX Runtime.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -73,7 +73,8 @@ def evaluate(
     judge = reference if reference is not None else model
     compared = [OutputComparison(name, scores_output(judge, name)) for name in names]
     hits1 = hits5 = ref_hits = n = 0
-    labelled = True
+    labelled, many = True, False
+    total = len(data) if isinstance(data, Sized) else None  # samples, for the progress bar
     for item in data:
         batch, targets = split_item(item)
         feed = make_feed(batch, specs)
@@ -86,6 +87,7 @@ def evaluate(
             check_labels(targets, logits)
             hits1 += int((logits.argmax(-1) == targets).sum())
             hits5 += int(_topk_hits(logits, targets, 5))
+            many = logits.shape[-1] > 5  # top-5 of five classes or fewer is always 1
         if ref is not None:
             ref_feed = feed if ref_specs == specs else _reference_feed(batch, ref_specs)
             ref_outs = dict(zip(names, run_feed(ref, ref_feed, ref_specs, names), strict=True))
@@ -96,7 +98,7 @@ def evaluate(
             elif targets is not None and task is None:
                 ref_hits += int((np.asarray(ref_outs[names[0]]).argmax(-1) == targets).sum())
         n += len(logits)
-        progress("evaluating", n, None)
+        progress("evaluating", n, total)
     if n == 0:
         raise DataError("the evaluation data is empty")
     fidelity = tuple(acc.result() for acc in compared) if ref is not None else ()
@@ -104,7 +106,7 @@ def evaluate(
     return EvalResult(
         samples=n,
         top1=hits1 / n if classes else None,
-        top5=hits5 / n if classes else None,
+        top5=hits5 / n if classes and many else None,
         agreement=fidelity[0].agreement if fidelity else None,
         output_sqnr_db=fidelity[0].sqnr_db if fidelity else None,
         reference_top1=ref_hits / n if ref is not None and classes else None,
