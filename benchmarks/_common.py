@@ -1,4 +1,5 @@
-"""Shared by the benchmark scripts: the demo task, peak memory in a fresh process, README tables."""
+"""Shared by the benchmark scripts: the demo task, peak memory in a fresh process, the result
+tables they write into docs/BENCHMARKS.md (and the README's headline table)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+BENCHMARKS = ROOT / "docs" / "BENCHMARKS.md"
 
 
 def machine() -> str:
@@ -76,11 +78,21 @@ def rss_mb(field):
 '''
 
 
-def write_readme_section(name: str, body: str) -> None:
+def read_results_section(name: str, document: Path = BENCHMARKS) -> str:
+    """The text between <!-- results:NAME:start --> and <!-- results:NAME:end -->."""
+    text = document.read_text()
+    start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
+    found = re.search(re.escape(start) + "(.*?)" + re.escape(end), text, re.S)
+    if not found:
+        raise SystemExit(f"{document.name} has no {start} marker")
+    return found.group(1)
+
+
+def write_results_section(name: str, body: str, document: Path = BENCHMARKS) -> None:
     """Replace the text between <!-- results:NAME:start --> and <!-- results:NAME:end -->."""
-    text = README.read_text()
+    text = document.read_text()
     start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        raise SystemExit(f"README has no {start} marker")
-    README.write_text(pattern.sub(lambda _m: f"{start}\n{body.strip()}\n{end}", text))
+        raise SystemExit(f"{document.name} has no {start} marker")
+    document.write_text(pattern.sub(lambda _m: f"{start}\n{body.strip()}\n{end}", text))

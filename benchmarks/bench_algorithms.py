@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import edgequant as eq
-from _common import calibration_indices, demo_task, machine, write_readme_section
+from _common import calibration_indices, demo_task, machine, write_results_section
 
 CALIB = 1000
 CLE = {"equalization": eq.Equalization.CROSS_LAYER}
@@ -68,7 +68,7 @@ def main() -> None:
     )
     print(body)
     if not args.no_readme:
-        write_readme_section("algorithms", body)
+        write_results_section("algorithms", body)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Every PTQ variant of the demo model, side by side, and the demo's detection section, timed end
-to end; writes the README tables.
+to end; writes its tables into docs/BENCHMARKS.md.
 
 Runs `edgequant demo` exactly as a user would (its own report lands in a temporary folder) with a
 fresh weights cache by default, so the wall time includes training both FP32 models.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, write_readme_section
+from _common import machine, write_results_section
 
 
 def main() -> None:
@@ -64,7 +64,7 @@ def main() -> None:
     )
     print(body)
     if not args.no_readme:
-        write_readme_section("demo", body)
+        write_results_section("demo", body)
 
 
 if __name__ == "__main__":

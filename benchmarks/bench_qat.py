@@ -1,4 +1,4 @@
-"""PTQ against QAT on the demo task, at W8A8 and W4A8, measured in ONNX Runtime; README table.
+"""PTQ against QAT on the demo task, at W8A8 and W4A8, measured in ONNX Runtime; its table in docs/BENCHMARKS.md.
 
 PTQ is the fake-quant model right after its calibration warm start (no training), exported
 through the same path as QAT, so the two differ only by the training. Accuracy is on the 10,000
@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
 
-from _common import machine, write_readme_section
+from _common import machine, write_results_section
 
 
 def main() -> None:
@@ -68,7 +68,7 @@ def main() -> None:
     )
     print(body)
     if not args.no_readme:
-        write_readme_section("qat", body)
+        write_results_section("qat", body)
 
 
 if __name__ == "__main__":

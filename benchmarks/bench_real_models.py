@@ -40,7 +40,14 @@ import onnx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import edgequant as eq
-from _common import PEAK_MEMORY, machine, run_child, write_readme_section
+from _common import (
+    PEAK_MEMORY,
+    README,
+    machine,
+    read_results_section,
+    run_child,
+    write_results_section,
+)
 from edgequant.errors import ModelError
 
 ROOT = Path(__file__).resolve().parent.parent  # tests/structures.py: issue 14's structures
@@ -388,13 +395,61 @@ MODELS: dict[str, Callable[[], tuple[eq.Model, Any, Any]]] = {
 }
 
 
+def headline(table: str) -> str:
+    """The README's headline: per model, edgequant's default beside the best peer on fidelity
+    and the fastest peer, from the full table's rows (markdown lines)."""
+    rows: dict[str, list[list[str]]] = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 10 and cells[0] not in ("model", "---"):
+            rows.setdefault(cells[0], []).append(cells)
+
+    def fidelity(cells: list[str]) -> tuple[float, str]:
+        if cells[2] != "-":  # agreement with FP32
+            return float(cells[2]), f"{cells[2]}% agree"
+        value = cells[3].split()[-1]  # the detector: mAP50-95
+        return float(value), f"mAP {value}"
+
+    def latency(cells: list[str]) -> float:
+        return float(cells[6].split()[0])
+
+    out = [
+        "| model | edgequant default | best peer on fidelity | edgequant size % "
+        "| latency × FP32 (edgequant / fastest peer) |",
+        "|---|---|---|---|---|",
+    ]
+    for model, tools in rows.items():
+        ours = next(c for c in tools if c[1] == "edgequant default")
+        peers = [c for c in tools if c[1] != "edgequant default"]
+        best = max(peers, key=lambda c: fidelity(c)[0])
+        fastest = min(peers, key=latency)
+        tool = (
+            best[1]
+            .split(" (")[0]
+            .replace("ORT quantize_static, ", "ORT ")
+            .replace("NNCF quantize, ", "NNCF ")
+        )
+        out.append(
+            f"| {model.split(', FP32')[0]} | {fidelity(ours)[1]} | {fidelity(best)[1]} ({tool}) | "
+            f"{ours[5]} | {latency(ours):.2f} / {latency(fastest):.2f} |"
+        )
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=3, help="whole latency runs per model")
     parser.add_argument("--no-readme", action="store_true")
-    parser.add_argument("--only", help="models whose label contains this (no README update)")
+    parser.add_argument("--only", help="models whose label contains this (no table written)")
+    parser.add_argument(
+        "--headline-only", action="store_true",
+        help="rewrite the README's headline from the table in docs/BENCHMARKS.md, measure nothing",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.headline_only:
+        write_results_section("headline", headline(read_results_section("real-models")), README)
+        return
     lines = [
         "| model | tool | agree % | task metric % | SQNR dB | size % | latency × t1 | latency × t2 "
         "| quantize s | peak MB |",
@@ -451,7 +506,8 @@ def main() -> None:
     )
     print(body)
     if not (args.no_readme or args.only):
-        write_readme_section("real-models", body)
+        write_results_section("real-models", body)
+        write_results_section("headline", headline(body), README)
 
 
 if __name__ == "__main__":

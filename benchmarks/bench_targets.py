@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import edgequant as eq
-from _common import calibration_indices, demo_task, machine, write_readme_section
+from _common import calibration_indices, demo_task, machine, write_results_section
 
 ROUNDS = 7
 
@@ -140,7 +140,7 @@ def main() -> None:
     )
     print(text)
     if not args.no_readme:
-        write_readme_section("targets", text)
+        write_results_section("targets", text)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 
 import edgequant as eq
-from _common import machine, write_readme_section
+from _common import machine, write_results_section
 
 SQ = eq.Smoothing.SMOOTHQUANT
 EMB = eq.Embeddings.INT8
@@ -131,7 +131,7 @@ def main() -> None:
     )
     print(body)
     if not args.no_readme:
-        write_readme_section("transformer", body)
+        write_results_section("transformer", body)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import edgequant as eq
-from _common import calibration_indices, demo_task, machine, write_readme_section
+from _common import calibration_indices, demo_task, machine, write_results_section
 
 P = eq.Precision
 RUNS = [
@@ -91,7 +91,7 @@ def main() -> None:
     )
     print(body)
     if not args.no_readme:
-        write_readme_section("tune", body)
+        write_results_section("tune", body)
 
 
 if __name__ == "__main__":

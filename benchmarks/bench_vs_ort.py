@@ -26,7 +26,7 @@ from _common import (
     demo_task,
     machine,
     run_child,
-    write_readme_section,
+    write_results_section,
 )
 
 CALIB = 1000
@@ -179,7 +179,7 @@ def main() -> None:
     )
     print(body)
     if not args.no_readme:
-        write_readme_section("vs-ort", body)
+        write_results_section("vs-ort", body)
 
 
 if __name__ == "__main__":

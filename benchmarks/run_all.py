@@ -1,5 +1,5 @@
 """Run every benchmark one after the other (never in parallel: they share 2 cores) and update
-the README tables. `./run bench` calls this."""
+the tables in docs/BENCHMARKS.md and the README headline. `./run bench` calls this."""
 
 from __future__ import annotations
 
