@@ -4,7 +4,6 @@ tables they write into docs/BENCHMARKS.md (and the README's headline table)."""
 from __future__ import annotations
 
 import json
-import platform
 import re
 import subprocess
 import sys
@@ -18,26 +17,10 @@ BENCHMARKS = ROOT / "docs" / "BENCHMARKS.md"
 
 
 def machine() -> str:
-    """One line naming the machine and the runtime versions."""
-    import onnxruntime
-    import torch
+    """One line naming the machine and the runtime versions (the reports' own line)."""
+    from edgequant.runtime.machine import describe
 
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        flags = Path("/proc/cpuinfo").read_text()
-        cpu += " (AVX-512 VNNI)" if "avx512_vnni" in flags else ""
-    except OSError:
-        pass
-    import os
-
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}; "
-        f"Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}, torch {torch.__version__}"
-    )
+    return describe()
 
 
 def demo_task():

@@ -16,7 +16,8 @@ def save_figure(fig: Any, path: Path) -> None:
 
     try:
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", metadata={"Software": None})
+        # tight: every label inside the picture (long axis labels were clipped)
+        fig.savefig(buf, format="png", metadata={"Software": None}, bbox_inches="tight")
     finally:
         plt.close(fig)
     write_atomic(path, buf.getvalue())

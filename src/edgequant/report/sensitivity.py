@@ -105,7 +105,7 @@ def _plot(report: SensitivityReport, path: Path) -> None:
     ax.bar(xs, [r.alone_sqnr_db for r in layers], color=colors)
     ax.set_xticks(list(xs), [f"{r.node[-28:]} (#{order[r.node] + 1})" for r in layers],
                   rotation=90, fontsize=6)  # fmt: skip
-    ax.set_ylabel("output SQNR with only this layer quantized (dB)")
+    ax.set_ylabel("SQNR, only this layer quantized (dB)")
     ax.set_title("Per-layer sensitivity (red: most sensitive)")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

@@ -34,6 +34,13 @@ class Latency:
     p90_ms: float
     p99_ms: float
     runs: int
+    round_p50_ms: tuple[float, ...] = ()  # each interleaved round's median: the run-to-run noise
+
+    def spread(self) -> tuple[float, float]:
+        """p10 and p90 of the rounds' medians (ms): how much the median moved between rounds."""
+        values = self.round_p50_ms or (self.p50_ms,)
+        low, high = np.percentile(np.asarray(values), [10, 90]).tolist()
+        return low, high
 
     @property
     def throughput(self) -> float:
@@ -76,14 +83,19 @@ def benchmark(
     total, done = len(settings) * rounds * len(models), 0
     for batch, n_threads in settings:
         times: list[list[float]] = [[] for _ in models]
+        medians: list[list[float]] = [[] for _ in models]
         for _ in range(rounds):
             for i, model in enumerate(models):
-                times[i].extend(_time_session(model, batch, n_threads, seconds_per_round, warmup))
+                run = _time_session(model, batch, n_threads, seconds_per_round, warmup)
+                times[i].extend(run)
+                medians[i].append(float(np.median(run)) * 1000.0)
                 done += 1
                 progress("benchmarking", done, total)
-        for res, ts in zip(results, times, strict=True):
+        for res, ts, meds in zip(results, times, medians, strict=True):
             ms = np.asarray(ts) * 1000.0
-            res.latency.append(Latency(batch, n_threads, *_percentiles(ms), runs=len(ms)))
+            res.latency.append(
+                Latency(batch, n_threads, *_percentiles(ms), runs=len(ms), round_p50_ms=tuple(meds))
+            )
     if memory:
         for res, model in zip(results, models, strict=True):
             res.peak_memory_mb = session_peak_memory_mb(model, max(batch_sizes))

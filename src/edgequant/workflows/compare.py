@@ -21,6 +21,7 @@ from edgequant.progress import ProgressFn, silent
 from edgequant.qat import QATConfig, export, finetune, prepare_qat
 from edgequant.qat.state import qat_state
 from edgequant.report import Row, write_report
+from edgequant.report.table import timing
 from edgequant.runtime.benchmark import benchmark
 from edgequant.runtime.evaluate import evaluate
 from edgequant.task import TrainingTask
@@ -134,16 +135,14 @@ def compare(
             None,
             fp32.size_bytes,
             1.0,
-            {f"b{b}/t2": 1.0 for b in (1, 32)},
-            {},
-            None,
-            "reference",
+            quantize_s=None,
+            note="reference",
             metric=None if reference_metric is None else reference_metric.value,
+            **timing(base, base),
         )
     ]
     for (name, method, model, seconds, data), b in zip(built, bench[1:], strict=True):
         res = evaluate(model, task.test, reference=fp32, metric=metric)
-        ratios = {f"b{x.batch}/t2": x.p50_ms / base.at(x.batch, 2).p50_ms for x in b.latency}
         rows.append(
             Row(
                 name,
@@ -153,11 +152,10 @@ def compare(
                 res.output_sqnr_db,
                 model.size_bytes,
                 model.size_bytes / fp32.size_bytes,
-                ratios,
-                {},
-                seconds,
-                f"data: {data}",
+                quantize_s=seconds,
+                note=f"data: {data}",
                 metric=None if res.metric is None else res.metric.value,
+                **timing(b, base),
             )
         )
     report: dict[str, Path] = {}

@@ -23,6 +23,7 @@ from edgequant.progress import ProgressFn, silent
 from edgequant.provenance import Provenance
 from edgequant.ptq import quantize
 from edgequant.report import Row, Section, write_report
+from edgequant.report.table import timing
 from edgequant.report.targets import target_section
 from edgequant.runtime.benchmark import benchmark
 from edgequant.runtime.scoring import Scorer
@@ -201,49 +202,17 @@ def run_demo(
     reference_top1 = scorer.reference_top1
     assert reference_top1 is not None
 
-    def ratios(b):
-        return (
-            {
-                f"b{lat.batch}/t{lat.threads}": lat.p50_ms / base.at(lat.batch, lat.threads).p50_ms
-                for lat in b.latency
-            },
-            {f"b{lat.batch}/t{lat.threads}": lat.p50_ms for lat in b.latency},
-        )
-
-    lat, p50 = ratios(base)
     rows = [
-        Row(
-            "fp32",
-            "fp32",
-            reference_top1,
-            None,
-            None,
-            fp32.size_bytes,
-            1.0,
-            lat,
-            p50,
-            None,
-            "reference",
-        )
-    ]
+        Row("fp32", "fp32", reference_top1, None, None, fp32.size_bytes, 1.0, quantize_s=None,
+            note="reference", **timing(base, base)),
+    ]  # fmt: skip
     for (made, ev), b in zip(results, bench[1:], strict=True):
-        lat, p50 = ratios(b)
         q = made.model
         rows.append(
-            Row(
-                made.name,
-                made.method,
-                ev.top1,
-                ev.agreement,
-                ev.sqnr_db,
-                q.size_bytes,
-                q.size_bytes / fp32.size_bytes,
-                lat,
-                p50,
-                made.seconds,
-                made.note,
-            )
-        )
+            Row(made.name, made.method, ev.top1, ev.agreement, ev.sqnr_db, q.size_bytes,
+                q.size_bytes / fp32.size_bytes, quantize_s=made.seconds, note=made.note,
+                **timing(b, base))
+        )  # fmt: skip
     notes = [
         f"Fashion-MNIST test set ({len(test)} images); calibration: {CALIBRATION_SAMPLES} training images.",
         "Latency × is p50 latency / FP32 p50 in the same run (b = batch, t = threads); below 1 is faster.",

@@ -25,6 +25,7 @@ from edgequant.progress import ProgressFn, silent
 from edgequant.ptq import quantize
 from edgequant.report import Row, Section, markdown_table, write_report
 from edgequant.report.figure import save_figure
+from edgequant.report.table import timing
 from edgequant.runtime.benchmark import benchmark
 from edgequant.runtime.scoring import Scorer
 
@@ -108,20 +109,15 @@ def run_detection(
     )  # fmt: skip
     base = bench[0]
 
-    def ratios(b: Any) -> dict[str, float]:
-        return {
-            f"b{x.batch}/t{x.threads}": x.p50_ms / base.at(x.batch, x.threads).p50_ms
-            for x in b.latency
-        }
-
     rows = [
-        Row("fp32", "fp32", None, None, None, fp32.size_bytes, 1.0, ratios(base), {}, None,
-            "reference", metric=reference.value),
+        Row("fp32", "fp32", None, None, None, fp32.size_bytes, 1.0, quantize_s=None,
+            note="reference", metric=reference.value, **timing(base, base)),
     ]  # fmt: skip
     for (v, q, seconds), ev, b in zip(built, scores, bench[1:], strict=True):
         rows.append(
             Row(v.name, v.config.method.value, None, ev.agreement, ev.sqnr_db, q.size_bytes,
-                q.size_bytes / fp32.size_bytes, ratios(b), {}, seconds, v.note, metric=ev.metric)
+                q.size_bytes / fp32.size_bytes, quantize_s=seconds, note=v.note, metric=ev.metric,
+                **timing(b, base))
         )  # fmt: skip
     default = next(q for v, q, _ in built if v.name == "int8")
     picture = draw_detections(fp32, default, test, out_dir / "detections.png")
