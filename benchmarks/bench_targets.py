@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import edgequant as eq
 from _common import calibration_indices, demo_task, machine, write_results_section
+from edgequant.runtime.runtimes import Runtime
 
 ROUNDS = 7
 
@@ -46,20 +47,33 @@ def onnx_presets(fp32: eq.Model, calib: eq.ArrayDataset, test: eq.ArrayDataset) 
         )
     }
     base = bench[fp32.name]
+    # the x86 presets on a second runtime for this CPU: OpenVINO reads the same QDQ files
+    x86 = [q for target, q, *_ in rows if target in (eq.Target.X86, eq.Target.X86_VNNI)]
+    openvino = {
+        b.name: b
+        for b in eq.benchmark([fp32, *x86], batch_sizes=(1, 32), threads=(1,), rounds=ROUNDS,
+                              memory=False, runtime=Runtime.parse("openvino"))
+    }  # fmt: skip
     fp32_top1 = eq.evaluate(fp32, test).top1
     lines = [
         f"| target | runtime | top-1 % (FP32 {100 * fp32_top1:.2f}) | integer MACs on its runtime "
         f"| integer MACs on ORT CPU ({here.value}) | float nodes on ORT CPU | size % of FP32 "
-        "| ORT CPU latency b1 / b32 x FP32 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| ORT CPU latency b1 / b32 x FP32 | OpenVINO CPU latency b1 / b32 x FP32 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for target, q, own, cpu, top1, _ in rows:
         b = bench[q.name]
         r1, r32 = (b.at(n, 1).p50_ms / base.at(n, 1).p50_ms for n in (1, 32))
+        ov = openvino.get(q.name)
+        ov_base = openvino[fp32.name]
+        ov_cell = (
+            "-" if ov is None
+            else " / ".join(f"{ov.at(n, 1).p50_ms / ov_base.at(n, 1).p50_ms:.2f}" for n in (1, 32))
+        )  # fmt: skip
         lines.append(
             f"| {target.value} | {own.runtime} | {100 * top1:.2f} | {100 * own.integer_fraction:.0f}% "
             f"| {100 * cpu.integer_fraction:.0f}% | {len(cpu.float_nodes)} "
-            f"| {100 * q.size_bytes / fp32.size_bytes:.1f} | {r1:.2f} / {r32:.2f} |"
+            f"| {100 * q.size_bytes / fp32.size_bytes:.1f} | {r1:.2f} / {r32:.2f} | {ov_cell} |"
         )
     return lines
 

@@ -91,6 +91,7 @@ EXTRAS = {
     "ray": "ray",
     "transformers": "transformers",
     "sklearn": "transformers",
+    "openvino": "openvino",
 }
 
 

@@ -259,6 +259,21 @@ def image_options(func: Any) -> Any:
     return command
 
 
+def runtime_option(func: Any) -> Any:
+    """`--runtime` (ort, ort:PROVIDER, openvino[:DEVICE]), passed as a checked `Runtime`."""
+
+    def parse(_ctx: Any, _param: Any, value: str) -> Any:
+        from edgequant.runtime.runtimes import Runtime
+
+        return Runtime.parse(value)
+
+    return click.option(
+        "--runtime", default="ort", show_default=True, callback=parse, metavar="RUNTIME",
+        help="Where to run: ort (ONNX Runtime CPU), ort:PROVIDER (an installed execution "
+        "provider, e.g. ort:cuda), or openvino[:DEVICE] (the openvino extra).",
+    )(func)  # fmt: skip
+
+
 def batch_axis_option(func: Any) -> Any:
     """`--batch-axis NAME=AXIS` (repeatable), passed as `batch_axes`."""
     return click.option(

@@ -13,9 +13,11 @@ from edgequant.cli.common import (
     image_options,
     load_for_model,
     progress_bars,
+    runtime_option,
 )
 from edgequant.cli.group import cli
 from edgequant.images import ImageOptions
+from edgequant.runtime.runtimes import Runtime
 
 
 @cli.command(name="eval")
@@ -35,6 +37,7 @@ from edgequant.images import ImageOptions
     "(function(outputs by name, targets) -> float). Default: top-1/top-5 of a classifier.",
 )
 @image_options
+@runtime_option
 @batch_axis_option
 @click.option("--limit", type=COUNT, help="Use at most this many samples.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
@@ -45,6 +48,7 @@ def eval_cmd(
     layers: bool,
     metric: str | None,
     images: ImageOptions,
+    runtime: Runtime,
     batch_axes: tuple[str, ...],
     limit: int | None,
     as_json: bool,
@@ -77,8 +81,10 @@ def eval_cmd(
         m, data, batch_size=256, limit=limit, images=images, batch_axes=batch_axes
     )
     with progress_bars(not as_json) as progress:
-        res = eq.evaluate(m, dataset, reference=ref, metric=task, progress=progress)
-    out: dict[str, Any] = res.to_dict()
+        res = eq.evaluate(
+            m, dataset, reference=ref, metric=task, progress=progress, runtime=runtime
+        )
+    out: dict[str, Any] = {"runtime": runtime.label, **res.to_dict()}
     out["not_measured"] = _not_measured(res, data, metric)
     if layers and ref is not None:
         from edgequant.graph.preprocess import optimize
@@ -86,6 +92,7 @@ def eval_cmd(
         out["layers"] = [vars(r) for r in eq.layer_sqnr(m, optimize(ref), dataset)]
 
     def human() -> None:
+        click.echo(f"{'runtime':16s} {runtime.label}")
         for k, v in res.to_dict().items():
             if v is not None and k not in ("metric", "reference_metric", "outputs"):
                 click.echo(f"{k:16s} {v:.4f}" if isinstance(v, float) else f"{k:16s} {v}")
@@ -137,8 +144,9 @@ def eval_cmd(
     type=COUNT,
     default=(1, 2),
     show_default=True,
-    help="ONNX Runtime intra-op threads (repeatable).",
+    help="Intra-op threads (repeatable).",
 )
+@runtime_option
 @click.option(
     "--rounds",
     type=COUNT,
@@ -153,6 +161,7 @@ def bench(
     batches: tuple[int, ...],
     threads: tuple[int, ...],
     rounds: int,
+    runtime: Runtime,
     no_memory: bool,
     as_json: bool,
 ) -> None:
@@ -163,6 +172,7 @@ def bench(
       edgequant bench model.onnx model.int8.onnx
       edgequant bench model.onnx model.int8.onnx --batch 1 --batch 32 --threads 1 --threads 2
       edgequant bench model.onnx model.int8.onnx --rounds 9 --no-memory --json
+      edgequant bench model.onnx model.int8.onnx --runtime openvino
     """
     import edgequant as eq
 
@@ -175,6 +185,7 @@ def bench(
             rounds=rounds,
             memory=not no_memory,
             progress=progress,
+            runtime=runtime,
         )
 
     def human() -> None:
@@ -194,9 +205,9 @@ def bench(
             ]
             mem = "-" if r.peak_memory_mb is None else f"{r.peak_memory_mb:.1f}"
             rows.append([r.name, f"{r.size_bytes / 1024:.0f}", mem, *cells])
-        show_table(headers, rows, title="ONNX Runtime CPU, p50 latency (ratio to the first model)")
+        show_table(headers, rows, title=f"{runtime.label}, p50 latency (ratio to the first model)")
 
-    emit({"results": [r.to_dict() for r in res]}, as_json, human)
+    emit({"runtime": runtime.label, "results": [r.to_dict() for r in res]}, as_json, human)
 
 
 def _not_measured(res: Any, data: str, metric: str | None) -> list[str]:

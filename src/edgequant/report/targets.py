@@ -25,7 +25,8 @@ def target_section(result: TargetsRun) -> Section:
         rows.append(
             f"| {r.target} | {own.runtime} | {100 * r.top1:.2f} | "
             f"{100 * own.integer_fraction:.0f}% ({len(own.float_nodes)} float) | {cpu} | "
-            f"{r.size_bytes / 1024:.0f} | {r.latency_ratio:.2f} ({r.latency_baseline}) |"
+            f"{r.size_bytes / 1024:.0f} | {r.latency_ratio:.2f} ({r.latency_baseline}) | "
+            f"{'-' if r.openvino_ratio is None else f'{r.openvino_ratio:.2f}'} |"
         )
         entry: dict[str, Any] = {"target": r.target, "top1": r.top1}
         if r.fp32_top1 is not None:
@@ -34,16 +35,21 @@ def target_section(result: TargetsRun) -> Section:
         if r.cpu_support is not None:
             entry["cpu_integer_fraction"] = r.cpu_support.integer_fraction
         entry["latency_ratio_b1_t1"] = r.latency_ratio
+        if r.openvino_ratio is not None:
+            entry["openvino_latency_ratio_b1_t1"] = r.openvino_ratio
         data.append(entry)
     header = (
         "| target | runtime | top-1 % | integer MACs on its runtime | integer MACs on this CPU "
-        f"({result.here.value}) | size KB | latency b1 x FP32 |\n|---|---|---|---|---|---|---|"
+        f"({result.here.value}) | size KB | latency b1 x FP32 | OpenVINO CPU b1 x FP32 |"
+        "\n|---|---|---|---|---|---|---|---|"
     )
     notes = [
         "Integer MACs: share of the multiply-accumulates in nodes that run in integer "
         "(`edgequant check`); ONNX Runtime CPU targets are checked on ORT's own fused graph, QNN "
         "and TensorRT on QDQ node units, TFLite on its operators' tensor types.",
         "QNN and TensorRT are not installed here: their latency is ORT CPU running their model.",
+        "OpenVINO CPU: the x86 presets' files in OpenVINO (the openvino extra), a second runtime "
+        "for this CPU, against FP32 in OpenVINO.",
         *result.notes,
     ]
     return Section("Deployment targets", header + "\n" + "\n".join(rows), notes, data)

@@ -23,6 +23,7 @@ import numpy as np
 from edgequant.errors import ModelError
 from edgequant.model import Model
 from edgequant.progress import ProgressFn, silent
+from edgequant.runtime.runtimes import Runtime
 from edgequant.runtime.session import InputSpec, input_specs, make_session, run_session
 
 
@@ -75,8 +76,12 @@ def benchmark(
     warmup: int = 5,
     memory: bool = True,
     progress: ProgressFn = silent,
+    runtime: Runtime | None = None,
 ) -> list[BenchResult]:
-    """Measure every model at every (batch, threads) setting, interleaved; see module docstring."""
+    """Measure every model at every (batch, threads) setting, interleaved; see module docstring.
+    `runtime`: another ONNX Runtime execution provider or OpenVINO (`runtime.runtimes`); peak
+    memory is probed on ONNX Runtime's CPU only."""
+    memory = memory and (runtime is None or runtime.is_default)
     models = [models] if isinstance(models, Model) else list(models)
     results = [BenchResult(m.name, m.size_bytes) for m in models]
     settings = [(b, t) for t in threads for b in batch_sizes]
@@ -86,7 +91,7 @@ def benchmark(
         medians: list[list[float]] = [[] for _ in models]
         for _ in range(rounds):
             for i, model in enumerate(models):
-                run = _time_session(model, batch, n_threads, seconds_per_round, warmup)
+                run = _time_session(model, batch, n_threads, seconds_per_round, warmup, runtime)
                 times[i].extend(run)
                 medians[i].append(float(np.median(run)) * 1000.0)
                 done += 1
@@ -109,9 +114,14 @@ def _percentiles(ms: np.ndarray) -> tuple[float, float, float]:
 
 
 def _time_session(
-    model: Model, batch: int, threads: int, seconds: float, warmup: int
+    model: Model,
+    batch: int,
+    threads: int,
+    seconds: float,
+    warmup: int,
+    runtime: Runtime | None = None,
 ) -> list[float]:
-    sess = make_session(model, threads)
+    sess = make_session(model, threads, runtime=runtime)
     feed = random_feed(input_specs(sess), batch)
     for _ in range(warmup):
         run_session(sess, None, feed)  # a failure is said in one line before timing starts

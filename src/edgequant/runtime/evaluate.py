@@ -19,6 +19,7 @@ from edgequant.metrics.base import Metric, MetricValue, Outputs, as_metric, load
 from edgequant.metrics.fidelity import OutputComparison, OutputFidelity, scores_output
 from edgequant.model import Model
 from edgequant.progress import ProgressFn, silent
+from edgequant.runtime.runtimes import Runtime
 from edgequant.runtime.session import Optimization, input_specs, make_feed, make_session, run_feed
 
 
@@ -51,6 +52,7 @@ def evaluate(
     metric: Metric | Callable[[Outputs, Any], float] | str | None = None,
     threads: int | None = None,
     progress: ProgressFn = silent,
+    runtime: Runtime | None = None,
 ) -> EvalResult:
     """Run `model` (and `reference`, e.g. the FP32 model) over batches, each inputs or
     (inputs, targets).
@@ -59,9 +61,11 @@ def evaluate(
     built-in name such as "map"; `edgequant.metrics`) measures the task on both models. Without
     one, the first output is read as class scores and top-1/top-5 computed when the targets are
     class ids (a classifier). With a `reference`, every output is compared with the
-    reference's (SQNR, cosine, largest error; top-1 agreement where it holds class scores)."""
-    sess = make_session(model, threads)
-    ref = make_session(reference, threads) if reference is not None else None
+    reference's (SQNR, cosine, largest error; top-1 agreement where it holds class scores).
+    `runtime`: where both run (`runtime.runtimes`: an ONNX Runtime execution provider, or
+    OpenVINO); ONNX Runtime's CPU by default."""
+    sess = make_session(model, threads, runtime=runtime)
+    ref = make_session(reference, threads, runtime=runtime) if reference is not None else None
     specs = input_specs(sess)
     ref_specs = input_specs(ref) if ref is not None else []
     names = [o.name for o in sess.get_outputs()]

@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import onnx
 from numpy.typing import NDArray
 
 from edgequant.batching import BatchAxes, count, infer_batch_axes, take
 from edgequant.errors import DataError, ModelError, user_error
 from edgequant.model import Model
+from edgequant.runtime.runtimes import Runtime, open_session
 
 _ORT_TYPES = {
     "tensor(float)": np.float32,
@@ -48,8 +50,10 @@ def make_session(
     threads: int | None = None,
     optimization: Optimization = Optimization.ALL,
     lean: bool = False,
+    runtime: Runtime | None = None,
 ) -> Any:
-    """An ONNX Runtime CPU session; `threads` intra-op threads (None: ORT's default).
+    """An ONNX Runtime CPU session (or one of `runtime`: another execution provider, OpenVINO;
+    `edgequant.runtime.runtimes`); `threads` intra-op threads (None: the runtime's default).
 
     `lean`: no memory arena and no memory pattern, for sessions that run a few batches and are
     dropped (calibration, the fidelity guard's builds). An arena keeps its largest allocation for
@@ -69,6 +73,17 @@ def make_session(
     if optimization is Optimization.NONE:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     data = model.serialize() if isinstance(model, Model) else model
+    if runtime is not None and not runtime.is_default:
+        shapes = (
+            model if isinstance(model, Model) else Model(onnx.load_from_string(data))
+        ).input_shapes
+        try:
+            return open_session(data, runtime, threads, opts, shapes)
+        except ModelError:
+            raise
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0][:300]
+            raise ModelError(f"{runtime.label} cannot load the model: {first}") from None
     try:
         return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -195,4 +210,5 @@ def run_session(
         first = text.split("Status Message:")[-1].strip().splitlines()[0][:300] if text else ""
         node = re.search(r"running (\w+) node\. Name:'([^']*)'", text)
         where = f" at node {node.group(2)!r} ({node.group(1)})" if node else ""
-        raise ModelError(f"ONNX Runtime failed running the model{where}: {first}") from None
+        engine = "OpenVINO" if type(session).__name__ == "OpenVINOSession" else "ONNX Runtime"
+        raise ModelError(f"{engine} failed running the model{where}: {first}") from None

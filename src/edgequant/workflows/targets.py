@@ -33,6 +33,7 @@ class TargetRun:
     latency_baseline: str
     cpu_support: SupportReport | None = None
     fp32_top1: float | None = None  # TFLite: the FP32 .tflite in LiteRT
+    openvino_ratio: float | None = None  # x86 presets: latency / FP32's in OpenVINO, if installed
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ def quantize_for_targets(
         [fp32, *(q for _, q in made)], batch_sizes=(1,), threads=(1,), rounds=rounds, memory=False
     )
     base = bench[0].at(1, 1).p50_ms
+    openvino = _openvino_ratios(fp32, made, rounds)
     runs = [
         TargetRun(
             target.value,
@@ -79,11 +81,28 @@ def quantize_for_targets(
             b.at(1, 1).p50_ms / base,
             "ORT CPU",
             cpu_support=check_support(q, here),
+            openvino_ratio=openvino.get(target),
         )
         for (target, q), b in zip(made, bench[1:], strict=True)
     ]
     tflite, notes = _tflite(torch_model, calibration, test, models_dir, progress, rounds)
     return TargetsRun(runs + ([tflite] if tflite else []), here, notes)
+
+
+def _openvino_ratios(
+    fp32: Model, made: list[tuple[Target, Model]], rounds: int
+) -> dict[Target, float]:
+    """Batch-1 latency / FP32's of the x86 presets' models in OpenVINO, a second runtime for
+    this CPU that reads the same QDQ files; empty when the openvino extra is not installed."""
+    if importlib.util.find_spec("openvino") is None:
+        return {}
+    from edgequant.runtime.runtimes import Runtime
+
+    x86 = [(t, q) for t, q in made if t in (Target.X86, Target.X86_VNNI)]
+    bench = benchmark([fp32, *(q for _, q in x86)], batch_sizes=(1,), threads=(1,), rounds=rounds,
+                      memory=False, runtime=Runtime.parse("openvino"))  # fmt: skip
+    base = bench[0].at(1, 1).p50_ms
+    return {t: b.at(1, 1).p50_ms / base for (t, _), b in zip(x86, bench[1:], strict=True)}
 
 
 def _tflite(
