@@ -27,6 +27,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from tests.test_cli import message_lines
+
 CLI = [sys.executable, "-m", "edgequant.cli"]
 
 
@@ -55,7 +57,7 @@ def assert_refused(
     """Exit 2, one line naming the problem, no traceback, the folder exactly as it was."""
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    lines = message_lines(proc.stderr)
     assert len(lines) == 1, proc.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
@@ -364,7 +366,7 @@ def test_json_errors_are_json_on_stdout(work) -> None:
         ["bench", "m.onnx", "--rounds", "0"],
     ):
         proc = run(*args, "--json", cwd=work)
-        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+        assert proc.returncode == 2 and len(message_lines(proc.stderr)) == 1
         assert json.loads(proc.stdout)["exit"] == 2 and json.loads(proc.stdout)["error"]
 
 
@@ -406,7 +408,7 @@ def test_disk_full_leaves_nothing(work, tmp_path_factory) -> None:
     proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True,
                           text=True, cwd=work, check=False)  # fmt: skip
     assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    lines = message_lines(proc.stderr)
     assert len(lines) == 1 and "no space left" in lines[0], proc.stderr  # `ls` printed nothing
     assert snapshot(work) == before
 

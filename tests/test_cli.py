@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +26,15 @@ def edgequant(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
     )
 
 
+def message_lines(stderr: str) -> list[str]:
+    """stderr without the plain progress lines a log gets after 10 s of work ("[   12 s]
+    stage: 3/10", `cli.common.plain_progress`): what the command said."""
+    return [line for line in stderr.strip().splitlines() if not re.match(r"\[\s*\d+ s\] ", line)]
+
+
 def assert_user_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
     assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    lines = message_lines(proc.stderr)
     assert len(lines) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     for needle in needles:

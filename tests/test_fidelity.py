@@ -17,6 +17,7 @@ from edgequant.errors import FidelityWarning
 from edgequant.metrics.fidelity import compare as _compare
 from tests.structures import KeywordFrontEnd, speech_chunks
 from tests.test_cli import edgequant as run_cli
+from tests.test_cli import message_lines
 
 
 def test_measures_are_the_textbook_ones() -> None:
@@ -176,7 +177,7 @@ def test_cli_shows_the_guard_and_strict_refuses_below_threshold(kws, model_path,
         "--guard-time", "5", "--strict", "-o", str(strict),
     )  # fmt: skip
     assert proc.returncode != 0 and not strict.exists()
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert len(message_lines(proc.stderr)) == 1, proc.stderr
     assert (
         "below the fidelity thresholds (80 dB" in proc.stderr
         and "nothing was written" in proc.stderr
