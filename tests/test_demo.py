@@ -79,6 +79,7 @@ def test_demo_detection_through_the_cli(tmp_path: Path) -> None:
     assert (out / "detections.png").stat().st_size > 10_000
     md = (out / "report.md").read_text()
     assert "| variant | mAP50-95 (mAP points) | drop |" in md and "detections.png" in md
-    assert (out / "report.html").read_text().count("<img") == 2  # trade-off plot, detections
+    # the trade-off plot, the latency chart per setting, the detections
+    assert (out / "report.html").read_text().count("<img") == 3
     for name in rows:
         assert (out / "models" / f"detector.{name}.onnx").is_file()
