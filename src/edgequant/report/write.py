@@ -215,10 +215,12 @@ def _latency_chart(rows: list[Row], path: Path) -> None:
 
 
 def _plain_ticks(ax: Any) -> None:
-    """Log-axis ticks as plain numbers (0.5, 1, 2), not powers of ten."""
-    from matplotlib.ticker import FuncFormatter
+    """Log-axis ticks as plain numbers (0.5, 1, 2), not powers of ten; the minor ticks are
+    labelled only when the axis spans less than a decade (else their labels collide)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     plain = FuncFormatter(lambda value, _pos: f"{value:g}")
     ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
+    low, high = ax.get_xlim()
+    ax.xaxis.set_minor_formatter(plain if low > 0 and high / low < 10 else NullFormatter())
     ax.tick_params(axis="x", which="minor", labelsize=7)
