@@ -33,6 +33,9 @@ def test_image_folder_by_class(tmp_path: Path) -> None:
     np.testing.assert_allclose(x[:, 0], raw[order] / 255.0, atol=1e-6)
     assert [classes[c] for c in y] == [f"class_{labels[i]}" for i in order]
     assert [len(b[1]) for b in data] == [5, 5, 2]
+    first = eq.load_data(str(tmp_path), limit=3)  # only 3 decoded, classes from the whole folder
+    np.testing.assert_array_equal(first.inputs, x[:3])
+    np.testing.assert_array_equal(first.labels, y[:3])
 
 
 def test_image_folder_normalisation(tmp_path: Path) -> None:

@@ -196,7 +196,7 @@ def load_data(
             options = images or ImageOptions()
             if mean is not None or std is not None:
                 options = replace(options, mean=mean, std=std)
-            x, labels = load_image_folder(path, options)
+            x, labels = load_image_folder(path, options, limit)
             data = ArrayDataset(x, labels, batch_size)
         else:
             data = _load_array_file(path, batch_size, axes)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,23 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 from numpy.typing import NDArray
 
 from edgequant.batching import axes_of, count
-from edgequant.errors import ConfigError, DataError, DependencyError
+from edgequant.errors import ConfigError, DataError
 from edgequant.images import IMAGE_SUFFIXES, ImageOptions, load_image_folder
 from edgequant.model import Model
 
 TEXT_SUFFIXES = {".txt", ".csv"}
-# ONNX element types of integer/float inputs, as numpy dtypes (tokens are int64 or int32)
-_ONNX_DTYPES = {
-    1: np.float32,
-    6: np.int32,
-    7: np.int64,
-    9: np.bool_,
-    10: np.float16,
-    11: np.float64,
-}
 
 
 @dataclass(frozen=True)
@@ -207,21 +198,14 @@ def _read_text(path: Path, options: TextOptions) -> tuple[list[str], NDArray[np.
 
 
 def _tokenizer(folder: Path) -> Any:
-    if (
-        not (folder / "tokenizer_config.json").is_file()
-        and not (folder / "tokenizer.json").is_file()
-    ):
+    from edgequant.importers import is_tokenizer_folder, load_tokenizer
+
+    if not is_tokenizer_folder(folder):
         raise ConfigError(
-            f"--tokenizer {folder}: not a Hugging Face tokenizer folder (no tokenizer.json or tokenizer_config.json)"
+            f"--tokenizer {folder}: not a Hugging Face tokenizer folder (no tokenizer.json or "
+            "tokenizer_config.json)"
         )
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never the network
-    try:
-        from transformers import AutoTokenizer
-    except ImportError:
-        raise DependencyError(
-            "text needs transformers: pip install 'edgequant[transformers]'"
-        ) from None
-    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    return load_tokenizer(folder)
 
 
 def _arrays(
@@ -229,10 +213,10 @@ def _arrays(
 ) -> dict[str, NDArray[Any]]:
     from edgequant.data import load_data
 
-    data = load_data(str(path))
-    arrays = dict(data.inputs) if isinstance(data.inputs, Mapping) else {"x": data.inputs}
-    if len(arrays) == 1 and len(inputs) == 1:
-        arrays = {next(iter(inputs)): next(iter(arrays.values()))}  # one array, one input
+    # one array for a one-input model feeds it whatever its name (load_data's own rule)
+    data = load_data(str(path), axes=dict.fromkeys(inputs, 0) if len(inputs) == 1 else None)
+    plain = next(iter(inputs), "x")
+    arrays = dict(data.inputs) if isinstance(data.inputs, Mapping) else {plain: data.inputs}
     if data.labels is not None:
         arrays["labels"] = data.labels
     return arrays
@@ -254,7 +238,7 @@ def _as_model_takes(arrays: dict[str, NDArray[Any]], model: Model) -> dict[str, 
         )
     out = dict(arrays)
     for name, elem in types.items():
-        dtype = _ONNX_DTYPES.get(elem)
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(elem) if elem else None
         if dtype is not None and out[name].dtype != dtype:
             out[name] = out[name].astype(dtype)
     return out

@@ -91,16 +91,21 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def load_image_folder(
-    path: Path, options: ImageOptions | None = None
+    path: Path, options: ImageOptions | None = None, limit: int | None = None
 ) -> tuple[NDArray[np.float32], NDArray[np.int64] | None]:
-    """Every image under `path` as one float32 array ((N, C, H, W) or (N, H, W, C)), and class
-    labels when every image sits in a subfolder (sorted names: the ImageFolder convention)."""
+    """Every image under `path` (the first `limit` in sorted order) as one float32 array
+    ((N, C, H, W) or (N, H, W, C)), and class labels when every image sits in a subfolder
+    (sorted names: the ImageFolder convention; classes counted over the whole folder)."""
     import numpy as np
 
     options = options or ImageOptions()
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"{path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    classes = (
+        sorted({f.parent.name for f in files}) if all(f.parent != path for f in files) else None
+    )
+    files = files[:limit]  # only what is asked for is decoded
     images = [_read(f, options) for f in files]
     if len({im.shape for im in images}) != 1:
         sizes = sorted({f"{im.shape[1]}x{im.shape[2]}x{im.shape[0]}" for im in images})
@@ -116,9 +121,6 @@ def load_image_folder(
         )
     if options.layout == Layout.NHWC:
         x = x.transpose(0, 2, 3, 1)
-    classes = (
-        sorted({f.parent.name for f in files}) if all(f.parent != path for f in files) else None
-    )
     labels = (
         None
         if classes is None

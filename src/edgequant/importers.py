@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import warnings
@@ -30,10 +29,9 @@ import numpy as np
 import onnx
 from numpy.typing import NDArray
 
-from edgequant.errors import ConfigError, ModelError
+from edgequant.errors import ConfigError, DependencyError, ModelError
 from edgequant.model import Model, load
 
-OPSET = 17
 KINDS = "an .onnx or .pt2 file, a Hugging Face model folder, or module:function"
 
 
@@ -42,7 +40,14 @@ def is_importable(source: str) -> bool:
     path = Path(source)
     if path.suffix.lower() == ".pt2" or (path.is_dir() and (path / "config.json").is_file()):
         return True
-    return not path.exists() and _is_entry(source)
+    return is_entry(source)
+
+
+def is_entry(source: str) -> bool:
+    """Whether `source` names `module:function` (and no file of that name exists)."""
+    module, sep, func = source.partition(":")
+    plain = sep and module and func and "/" not in source and "\\" not in source
+    return bool(plain) and not Path(source).exists()
 
 
 def import_model(
@@ -59,11 +64,7 @@ def import_model(
     path = Path(text)
     if path.is_dir() and not (path / "config.json").is_file():
         raise ModelError(f"{path} is a folder without config.json: give {KINDS}")
-    if (
-        path.suffix.lower() != ".pt2"
-        and not path.is_dir()
-        and (path.exists() or not _is_entry(text))
-    ):
+    if not is_importable(text):
         return load(path)
     with _quiet():
         if path.suffix.lower() == ".pt2":
@@ -73,9 +74,18 @@ def import_model(
         return _from_callable(text, example)
 
 
-def _is_entry(text: str) -> bool:
-    module, sep, func = text.partition(":")
-    return bool(sep and module and func and "/" not in text and "\\" not in text)
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """`name` set to `value` while the block runs, as it was afterwards."""
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
 
 
 @contextmanager
@@ -85,34 +95,13 @@ def _quiet() -> Iterator[None]:
     what matters itself."""
     import logging
 
-    progress = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     logging.disable(logging.WARNING)  # torch sets its loggers' levels itself: switch them all
     try:
-        with warnings.catch_warnings():
+        with _environment("HF_HUB_DISABLE_PROGRESS_BARS", "1"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
         logging.disable(logging.NOTSET)
-        if progress is None:
-            os.environ.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
-        else:
-            os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = progress
-
-
-@contextmanager
-def _weights_only() -> Iterator[None]:
-    """Every torch.load inside reads tensors only (torch honours this variable over the
-    weights_only=False that torch.export.load passes for pickled weights)."""
-    saved = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
-    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
-    try:
-        yield
-    finally:
-        if saved is None:
-            del os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"]
-        else:
-            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = saved
 
 
 def _from_pt2(path: Path) -> Model:
@@ -121,7 +110,9 @@ def _from_pt2(path: Path) -> Model:
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     try:
-        with _weights_only():
+        # every torch.load inside reads tensors only: torch honours this variable over the
+        # weights_only=False that torch.export.load passes for pickled weights
+        with _environment("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "1"):
             program = torch.export.load(str(path))
     except Exception as exc:
         reason = str(exc).splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
@@ -131,12 +122,10 @@ def _from_pt2(path: Path) -> Model:
             f"{path} is not a loadable torch.export program ({reason}); save it with "
             "torch.export.save from a model whose weights are tensors"
         ) from None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            onnx_program = torch.onnx.export(
-                program, dynamo=True, external_data=False, optimize=True, verbose=False
-            )
+    try:  # warnings are off (`_quiet`)
+        onnx_program = torch.onnx.export(
+            program, dynamo=True, external_data=False, optimize=True, verbose=False
+        )
     except Exception as exc:
         raise ModelError(
             f"{path}: torch's ONNX exporter cannot export it: {_first_line(exc)}"
@@ -183,15 +172,9 @@ def _from_callable(entry: str, example: Mapping[str, NDArray[Any]] | NDArray[Any
 def _from_hugging_face(folder: Path, sequence_length: int) -> Model:
     import torch
 
-    from edgequant.errors import DependencyError
+    from edgequant.torch_onnx import export_proto
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never the network
-    try:
-        import transformers
-    except ImportError:
-        raise DependencyError(
-            "a Hugging Face folder needs transformers: pip install 'edgequant[transformers]'"
-        ) from None
+    transformers = _transformers()
     config = json.loads((folder / "config.json").read_text())
     arch = (config.get("architectures") or ["AutoModel"])[0]
     if arch.endswith(("ForCausalLM", "LMHeadModel")):
@@ -225,20 +208,15 @@ def _from_hugging_face(folder: Path, sequence_length: int) -> Model:
     axes = {**dynamic, **{o: {0: "batch"} for o in outputs}}
     if "input_ids" in names:
         axes.update({o: {0: "batch", 1: "sequence"} for o in outputs if o.endswith("hidden_state")})
-    buf = io.BytesIO()
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                wrapper, tuple(example), buf,  # type: ignore[arg-type]  # a file works
-                dynamo=False, opset_version=OPSET, input_names=names, output_names=outputs,
-                dynamic_axes=axes, do_constant_folding=True,
-            )  # fmt: skip
+        proto = export_proto(
+            wrapper, tuple(example), input_names=names, output_names=outputs, dynamic_axes=axes
+        )
     except Exception as exc:
         raise ModelError(
             f"{folder}: torch.onnx.export cannot export {arch}: {_first_line(exc)}"
         ) from None
-    return _named(onnx.load_from_string(buf.getvalue()), folder.name)
+    return _named(proto, folder.name)
 
 
 def _hf_inputs(
@@ -271,16 +249,33 @@ def _hf_inputs(
 def _tokenizer_inputs(folder: Path) -> list[str]:
     """The arrays the folder's tokenizer makes (BERT's include token_type_ids); the usual pair
     when the folder holds no tokenizer."""
-    if not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+    if not is_tokenizer_folder(folder):
         return ["input_ids", "attention_mask"]
     try:
-        from transformers import AutoTokenizer
-
-        return list(
-            AutoTokenizer.from_pretrained(str(folder), local_files_only=True).model_input_names
-        )
+        return list(load_tokenizer(folder).model_input_names)
     except Exception:
         return ["input_ids", "attention_mask"]
+
+
+def is_tokenizer_folder(folder: Path) -> bool:
+    return any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+
+
+def load_tokenizer(folder: Path) -> Any:
+    """The Hugging Face tokenizer saved in `folder` (`transformers.AutoTokenizer`, offline)."""
+    return _transformers().AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+
+
+def _transformers() -> Any:
+    """The transformers package, offline (a local folder: never the network)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import transformers
+    except ImportError:
+        raise DependencyError(
+            "a Hugging Face folder needs transformers: pip install 'edgequant[transformers]'"
+        ) from None
+    return transformers
 
 
 def _named(proto: onnx.ModelProto, name: str) -> Model:

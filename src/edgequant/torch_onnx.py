@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import onnx
@@ -26,10 +27,21 @@ def to_onnx(module: Any, example_input: Any, name: str = "model") -> Model:
     return Model(proto, name)
 
 
-def export_proto(module: Any, example_input: Any) -> onnx.ModelProto:
-    """torch.onnx.export in eval mode, no gradients; the module's train/eval state is restored."""
+def export_proto(
+    module: Any,
+    example_input: Any,
+    *,
+    input_names: Sequence[str] = ("input",),
+    output_names: Sequence[str] = ("logits",),
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
+) -> onnx.ModelProto:
+    """torch.onnx.export in eval mode, no gradients; the module's train/eval state is restored.
+    `example_input`: one tensor, or a tuple of them (one per name in `input_names`);
+    `dynamic_axes`: by default axis 0 of every input and output is the batch."""
     import torch
 
+    args = example_input if isinstance(example_input, tuple) else (example_input,)
+    axes = dynamic_axes or {name: {0: "batch"} for name in (*input_names, *output_names)}
     was_training = module.training
     module.eval()
     buf = io.BytesIO()
@@ -38,13 +50,13 @@ def export_proto(module: Any, example_input: Any) -> onnx.ModelProto:
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
             torch.onnx.export(
                 module,
-                (example_input,),
+                args,
                 buf,  # type: ignore[arg-type]  # a file object works; the stub names only paths
                 dynamo=False,
                 opset_version=OPSET,
-                input_names=["input"],
-                output_names=["logits"],
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamic_axes={k: dict(v) for k, v in axes.items()},
                 do_constant_folding=True,
             )
     finally:

@@ -188,12 +188,12 @@ def open_model(source: str, *, calib: str | None = None, images: ImageOptions | 
     a Hugging Face folder, module:function, whose example input is the first sample of
     `calib`)."""
     import edgequant as eq
-    from edgequant.importers import import_model, is_importable
+    from edgequant.importers import import_model, is_entry, is_importable
 
     if not is_importable(source):
         return eq.load(source)
     example = None
-    if calib is not None:
+    if calib is not None and is_entry(source):  # only module:function needs one
         batch = next(iter(eq.load_data(calib, batch_size=1, limit=1, images=images)))
         example = batch[0] if isinstance(batch, tuple) else batch
     return import_model(source, example=example)

@@ -89,6 +89,7 @@ def markdown_table(
     head = ["variant", score, drop_head, "agree %", "SQNR dB", "size KB", "size ×"]
     head += [f"latency × {s}" for s in settings]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    base = _baseline(rows)
     for r in rows:
         if metric is None:
             value, drop = _pct(r.top1), r.accuracy_drop(reference_top1)
@@ -106,7 +107,6 @@ def markdown_table(
             f"{r.size_bytes / 1024:.0f}",
             f"{r.size_ratio:.3f}",
         ]
-        base = _baseline(rows)
         cells += [
             f"{r.latency_ratio[s]:.2f}{' ≈' if base is not None and r.within_noise(base, s) else ''}"
             for s in settings

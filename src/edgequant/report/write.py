@@ -49,10 +49,12 @@ def write_report(
     sections: Sequence[Section] = (),
     metric: MetricValue | None = None,
     images: Sequence[tuple[Path, str]] = (),
+    runtime: str = "ONNX Runtime CPU",
 ) -> dict[str, Path]:
     """Write the report files into `folder` (atomically) and return their paths. With
     `metric` (the reference's value of the task metric) rows are read by `Row.metric`;
-    `images`: further pictures already in `folder`, (file, what it shows), under the plot."""
+    `images`: further pictures already in `folder`, (file, what it shows), under the plot;
+    `runtime`: what the latencies were measured on, named in the plots and the tables."""
     from datetime import datetime, timezone
 
     from edgequant.runtime.machine import describe
@@ -61,18 +63,20 @@ def write_report(
     advice = recommend(rows, reference_top1, metric)
     measured = f"Measured on {describe()}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC."
     plot = folder / "tradeoff.png"
-    _plot(rows, reference_top1, plot, metric)
+    _plot(rows, reference_top1, plot, metric, runtime)
     timing = latency_table(rows)
     pictures = [(plot, "accuracy vs size and latency")]
     if timing is not None:
         chart = folder / "latency.png"
-        _latency_chart(rows, chart)
+        _latency_chart(rows, chart, runtime)
         pictures.append((chart, "latency per batch size and thread count"))
     pictures += list(images)
-    timing_md = "" if timing is None else (
-        "\n## Latency (ms)\n\np50 per setting, [p10-p90] of the interleaved rounds' medians, "
-        f"and the ratio to FP32 (≈: within FP32's own range).\n\n{timing}\n"
-    )  # fmt: skip
+    timing_head = f"Latency (ms, {runtime})"
+    timing_intro = (
+        "p50 per setting, [p10-p90] of the interleaved rounds' medians, and the ratio to FP32 "
+        "(≈: within FP32's own range)."
+    )
+    timing_md = "" if timing is None else f"\n## {timing_head}\n\n{timing_intro}\n\n{timing}\n"
     md = (
         f"# {title}\n\n**{advice}**\n\n{measured}\n\n{table}\n\n"
         + "".join(f"- {n}\n" for n in notes)
@@ -84,8 +88,7 @@ def write_report(
     body = _html_table(table)
     notes_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     timing_html = "" if timing is None else (
-        "<h2>Latency (ms)</h2><p>p50 per setting, [p10-p90] of the interleaved rounds' medians, "
-        f"and the ratio to FP32 (≈: within FP32's own range).</p>{_html_table(timing)}"
+        f"<h2>{html.escape(timing_head)}</h2><p>{html.escape(timing_intro)}</p>{_html_table(timing)}"
     )  # fmt: skip
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
@@ -137,7 +140,11 @@ def _html_table(markdown: str) -> str:
 
 
 def _plot(
-    rows: list[Row], reference_top1: float | None, path: Path, metric: MetricValue | None = None
+    rows: list[Row],
+    reference_top1: float | None,
+    path: Path,
+    metric: MetricValue | None = None,
+    runtime: str = "ONNX Runtime CPU",
 ) -> None:
     """Accuracy (or the task metric) against size and against latency (a log axis: 4-bit
     variants run ten times slower than INT8 on CPUs without int4 kernels), one labelled point
@@ -160,7 +167,7 @@ def _plot(
         (axes[0], "size (KB)", [r.size_bytes / 1024 for r in pts]),
         (
             axes[1],
-            f"latency ratio to FP32 ({setting}, log scale)",
+            f"latency ratio to FP32 in {runtime} ({setting}, log scale)",
             [r.latency_ratio.get(setting, float("nan")) if setting else float("nan") for r in pts],
         ),
     ):
@@ -180,7 +187,7 @@ def _plot(
     save_figure(fig, path)
 
 
-def _latency_chart(rows: list[Row], path: Path) -> None:
+def _latency_chart(rows: list[Row], path: Path, runtime: str) -> None:
     """p50 latency (ms, log scale: a dot, not a bar, since a bar's length means nothing on a
     log axis) of every variant, one panel per batch size and thread count, with the p10-p90
     range of the rounds as a line through it."""
@@ -207,7 +214,7 @@ def _latency_chart(rows: list[Row], path: Path) -> None:
         ax.set_xscale("log")
         _plain_ticks(ax)
         ax.set_title(setting, fontsize=9)
-        ax.set_xlabel("p50 latency (ms)")
+        ax.set_xlabel(f"p50 latency (ms), {runtime}")
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].invert_yaxis()
     fig.tight_layout()

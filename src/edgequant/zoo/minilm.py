@@ -14,9 +14,7 @@ import bz2
 import csv
 import hashlib
 import importlib.util
-import io
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +103,8 @@ def _export() -> onnx.ModelProto:
     import torch
     from transformers import AutoModel
 
+    from edgequant.torch_onnx import export_proto
+
     class SentenceEmbedding(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -118,18 +118,10 @@ def _export() -> onnx.ModelProto:
 
     module = SentenceEmbedding().eval()
     ids = torch.ones(2, MAX_TOKENS, dtype=torch.long)
-    buf = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module, (ids, torch.ones_like(ids)), buf,  # type: ignore[arg-type]  # a file works
-            dynamo=False, opset_version=17,
-            input_names=["input_ids", "attention_mask"], output_names=["embedding"],
-            dynamic_axes={"input_ids": {0: "batch"}, "attention_mask": {0: "batch"},
-                          "embedding": {0: "batch"}},
-            do_constant_folding=True,
-        )  # fmt: skip
-    proto = onnx.load_from_string(buf.getvalue())
+    proto = export_proto(
+        module, (ids, torch.ones_like(ids)), input_names=("input_ids", "attention_mask"),
+        output_names=("embedding",),
+    )  # fmt: skip
     proto.producer_name, proto.producer_version = "edgequant", ""
     return proto
 
