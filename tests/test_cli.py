@@ -16,12 +16,16 @@ import numpy as np
 import pytest
 
 
-def edgequant(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def edgequant(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The CLI in a subprocess; `env`: variables set on top of this process's."""
     return subprocess.run(
         [sys.executable, "-m", "edgequant.cli", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
+        env={**os.environ, **env} if env else None,
         check=False,
     )
 

@@ -4,7 +4,6 @@ progress as plain lines in logs, top-5 only where it means something."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,18 +13,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from tests.test_cli import calib_npz  # noqa: F401  (the fixture)
+from tests.test_cli import (
+    calib_npz,  # noqa: F401  (the fixture)
+    edgequant,
+)
 
 
 def at_80_columns(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "80"}
-    return subprocess.run(
-        [sys.executable, "-m", "edgequant.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-    )
+    return edgequant(*args, cwd=cwd, env={"COLUMNS": "80"})
 
 
 def lines_fit(text: str, width: int = 80) -> bool:
